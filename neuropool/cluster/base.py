@@ -1,0 +1,62 @@
+"""The pool contract: somewhere to run callables, with resource requests and retries.
+
+``cluster/`` knows nothing of tasks or graphs: it runs plain callables. A pool returns futures
+that have ``result()``, ``exception()`` and ``done()`` (``concurrent.futures.Future`` or Dask's).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from typing import Any
+
+
+class Pool(ABC):
+    """Where work runs. Use as a context manager, or call :meth:`close`."""
+
+    #: Short name shown in summaries (``"in-process"``, ``"dask"``).
+    kind: str = "pool"
+
+    @abstractmethod
+    def submit(
+        self,
+        fn: Callable[..., Any],
+        *args: Any,
+        resources: dict[str, float] | None = None,
+        retries: int = 0,
+        key: str | None = None,
+    ) -> Any:
+        """Run ``fn(*args)`` somewhere; return a future.
+
+        Parameters
+        ----------
+        resources : dict, optional
+            Scarce resources the call needs (``{"GPU": 1}``); it runs only where they are offered.
+        retries : int
+            How many times to run it again if it raises (or its worker dies).
+        key : str, optional
+            A readable name for dashboards and logs.
+        """
+
+    @abstractmethod
+    def wait(self, futures: Iterable[Any], timeout: float | None = None) -> tuple[set, set]:
+        """Block until at least one future is done; return ``(done, not_done)``."""
+
+    @abstractmethod
+    def worker_resources(self) -> list[dict[str, float]]:
+        """What each worker advertises, e.g. ``[{"CPU": 2, "GPU": 0}, ...]``."""
+
+    @property
+    def address(self) -> str:
+        """Where the pool can be reached, for messages."""
+        return self.kind
+
+    def close(self) -> None:
+        """Release what the pool started (workers, schedulers). Connected pools stay up."""
+        return None
+
+    def __enter__(self) -> Pool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

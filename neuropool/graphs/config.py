@@ -1,0 +1,76 @@
+"""Pipeline configuration: every task's parameters, from YAML, validated with field names.
+
+The defaults live in the task parameter models (code), and ``configs/pipeline/default.yaml``
+spells them all out (a test keeps the two identical). A config file may give any subset: what it
+leaves out keeps its default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from neuropool.errors import ConfigError
+from neuropool.tasks.decompress import DecompressParams
+from neuropool.tasks.export import ExportParams
+from neuropool.tasks.localize import LocalizeParams
+from neuropool.tasks.preprocess import PreprocessTaskParams
+from neuropool.tasks.qc import QCParams
+from neuropool.tasks.sort import SortParams
+
+
+class PipelineConfig(BaseModel):
+    """The standard pipeline's parameters, one section per task."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    label: str = Field("processed", pattern=r"^[A-Za-z0-9-]+$", description="derived asset label")
+    retries: int = Field(2, ge=0, le=10, description="times a failed block is run again")
+    decompress: DecompressParams = DecompressParams()
+    preprocess: PreprocessTaskParams = PreprocessTaskParams()
+    sort: SortParams = SortParams()
+    qc: QCParams = QCParams()
+    localize: LocalizeParams = LocalizeParams()
+    export: ExportParams = ExportParams()
+
+    def task_params(self, task: str) -> dict[str, Any]:
+        """The parameters of ``task`` as plain data (only those that differ from defaults)."""
+        section = getattr(self, task, None)
+        return section.model_dump(mode="json", exclude_defaults=True) if section is not None else {}
+
+
+def load_config(source: str | Path | dict[str, Any] | None = None) -> PipelineConfig:
+    """Read a pipeline config from a YAML file or a dict; None gives the defaults.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file and every invalid field (``sort.sorter: ...``).
+    """
+    if source is None:
+        return PipelineConfig()
+    where = "the config"
+    if isinstance(source, dict):
+        data = source
+    else:
+        where = str(source)
+        try:
+            data = yaml.safe_load(Path(source).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{where}: config file not found") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{where}: not valid YAML ({e})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: expected a mapping of task sections, found {type(data).__name__}")
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as e:
+        problems = "\n".join(
+            f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+            + (f" (got {err['input']!r})" if not isinstance(err.get("input"), dict) else "")
+            for err in e.errors()
+        )
+        raise ConfigError(f"{where}: invalid pipeline configuration:\n{problems}") from None

@@ -1,0 +1,293 @@
+"""Run a graph on a pool, committing each node's outputs into a derived asset.
+
+For every node, in dependency order (independent nodes concurrently):
+
+1. its *fingerprint* is computed from the task's name, version and parameters and the
+   fingerprints of its inputs (for raw sources: size and modification time);
+2. if the asset holds a commit with the same fingerprint, the node is skipped (``cached``);
+3. otherwise its old commit is withdrawn, its outputs cleared, ``setup`` runs here, every block
+   is submitted to the pool (with the node's retries), and when all blocks are back ``finish``
+   runs and the commit marker is written, last;
+4. a node that fails is ``failed`` with its error; everything downstream of it is ``skipped``
+   with the cause; other branches go on.
+
+``processing.json`` is rewritten after each commit, so it always describes what is committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from neuropool.cluster.base import Pool
+from neuropool.errors import GraphError, StoreError
+from neuropool.graphs.graph import Graph, Node
+from neuropool.io import urls
+from neuropool.io.store import DerivedAsset
+from neuropool.tasks.base import Task, TaskContext
+
+#: Node states, in the order a node goes through them.
+STATES = ("pending", "running", "done", "cached", "failed", "skipped")
+
+
+@dataclass
+class NodeResult:
+    """What happened to one node."""
+
+    node: str
+    state: str = "pending"
+    summary: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    wall_s: float | None = None
+    traceback: str | None = None
+
+
+@dataclass
+class RunReport:
+    """The outcome of :func:`run_graph`."""
+
+    asset: DerivedAsset
+    results: dict[str, NodeResult]
+    wall_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when no node failed or was skipped."""
+        return all(r.state in ("done", "cached") for r in self.results.values())
+
+    def failed(self) -> dict[str, NodeResult]:
+        """Failed and skipped nodes."""
+        return {k: r for k, r in self.results.items() if r.state in ("failed", "skipped")}
+
+
+def _run_block(task: Task, ctx: TaskContext, block: Any) -> tuple[Any, str]:
+    """What a worker executes: one block of one task; returns its result and the host's name."""
+    return task.run_block(ctx, block), socket.gethostname()
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def source_fingerprint(url: str, storage_options: dict[str, Any] | None = None) -> str:
+    """Identify a raw source by URL, size and modification time (or ETag) without reading it."""
+    fs, path = urls.get_fs(url, storage_options)
+    try:
+        info = fs.info(path)
+    except FileNotFoundError:
+        return _digest({"url": url, "missing": True})
+    keys = ("size", "mtime", "LastModified", "ETag", "created")
+    return _digest({"url": url, **{k: info.get(k) for k in keys if k in info}})
+
+
+class _Execution:
+    """The mutable state of one run; see :func:`run_graph`."""
+
+    def __init__(self, graph: Graph, asset: DerivedAsset, pool: Pool,
+                 progress: Callable[[str, str, dict[str, Any]], None] | None) -> None:
+        self.graph, self.asset, self.pool = graph, asset, pool
+        self.progress = progress or (lambda event, node, info: None)
+        self.results = {nid: NodeResult(nid) for nid in graph.nodes}
+        self.fingerprints: dict[str, str] = {}
+        self.inflight: dict[Any, tuple[str, int]] = {}
+        self.running: dict[str, dict[str, Any]] = {}
+        self.producers = graph.producers()
+
+    # -- fingerprints and contexts ----------------------------------------------------------
+
+    def input_url(self, key: str) -> str:
+        if key in self.graph.sources:
+            return self.graph.sources[key]
+        probe, name = key.split("/", 1)
+        return self.asset.dataset_url(name, probe)
+
+    def input_fingerprint(self, key: str) -> str:
+        if key in self.graph.sources:
+            return source_fingerprint(self.graph.sources[key], self.asset.storage_options)
+        if key in self.producers:
+            return self.fingerprints[self.producers[key]]
+        producer = self.graph.external.get(key)
+        commit = self.asset.read_commit(producer) if producer else None
+        if commit is None:
+            raise GraphError(
+                f"input {key} is not committed in {self.asset.url}; run the task that makes it "
+                f"({producer or 'unknown'}) first, e.g. without --only"
+            )
+        return commit["fingerprint"]
+
+    def context(self, node: Node) -> TaskContext:
+        return TaskContext(
+            node=node.id,
+            probe=node.probe,
+            inputs={name: self.input_url(key) for name, key in node.inputs.items()},
+            outputs={name: self.asset.dataset_url(name, node.probe) for name in node.outputs},
+            storage_options=self.asset.storage_options,
+            info={"session": self.graph.session, "probe": self.graph.session.get("probes", {}).get(node.probe, {})},
+        )
+
+    # -- node life cycle --------------------------------------------------------------------
+
+    def start(self, nid: str) -> None:
+        node = self.graph.nodes[nid]
+        task = node.make_task()
+        fp = _digest({
+            "task": node.task, "version": task.version,
+            "params": task.params.model_dump(mode="json"),
+            "inputs": {name: self.input_fingerprint(key) for name, key in node.inputs.items()},
+        })
+        self.fingerprints[nid] = fp
+        commit = self.asset.read_commit(nid)
+        if commit is not None and commit.get("fingerprint") == fp:
+            self.results[nid] = NodeResult(nid, "cached", commit.get("summary", {}), wall_s=0.0)
+            self.progress("cached", nid, {})
+            return
+        ctx = self.context(node)
+        self.asset.uncommit(nid)  # from here on, the old outputs no longer count
+        for url in ctx.outputs.values():
+            self.asset.clear(url)
+        started = datetime.now()
+        t0 = time.perf_counter()
+        blocks = task.setup(ctx)
+        if not blocks:
+            raise StoreError(f"{nid}: setup returned no work blocks")
+        resources = task.resources().as_dask()
+        self.running[nid] = {"task": task, "ctx": ctx, "results": [None] * len(blocks),
+                             "remaining": len(blocks), "start": started, "t0": t0, "hosts": set()}
+        self.results[nid].state = "running"
+        self.progress("start", nid, {"blocks": len(blocks)})
+        for i, block in enumerate(blocks):
+            fut = self.pool.submit(_run_block, task, ctx, block, resources=resources,
+                                   retries=node.retries, key=nid)
+            self.inflight[fut] = (nid, i)
+
+    def block_done(self, fut: Any) -> None:
+        nid, i = self.inflight.pop(fut)
+        if nid not in self.running:  # the node already failed through another block
+            return
+        run = self.running[nid]
+        exc = fut.exception()
+        if exc is not None:
+            self.fail(nid, exc)
+            return
+        run["results"][i], host = fut.result()
+        run["hosts"].add(host)
+        run["remaining"] -= 1
+        self.progress("block", nid, {"done": len(run["results"]) - run["remaining"], "total": len(run["results"])})
+        if run["remaining"] == 0:
+            self.complete(nid)
+
+    def complete(self, nid: str) -> None:
+        run = self.running.pop(nid)
+        task: Task = run["task"]
+        ctx: TaskContext = run["ctx"]
+        try:
+            summary = task.finish(ctx, run["results"])
+        except Exception as e:  # noqa: BLE001 - any failure of a task fails its node only
+            self.running[nid] = run
+            self.fail(nid, e)
+            return
+        wall = time.perf_counter() - run["t0"]
+        self.asset.commit(nid, {
+            "task": task.name,
+            "version": task.version,
+            "parameters": task.params.model_dump(mode="json"),
+            "inputs": ctx.inputs,
+            "outputs": ctx.outputs,
+            "start_date_time": run["start"].isoformat(timespec="seconds"),
+            "end_date_time": datetime.now().isoformat(timespec="seconds"),
+            "wall_s": round(wall, 3),
+            "host": sorted(run["hosts"]) or [socket.gethostname()],
+            "resources": task.resources().model_dump(),
+            "fingerprint": self.fingerprints[nid],
+            "summary": summary,
+        })
+        self.asset.write_processing(self.graph.to_dict())
+        self.results[nid] = NodeResult(nid, "done", summary, wall_s=wall)
+        self.progress("done", nid, {"wall_s": wall})
+
+    def fail(self, nid: str, exc: BaseException) -> None:
+        run = self.running.pop(nid, None)
+        if run is not None:
+            for fut, (other, _) in list(self.inflight.items()):
+                if other == nid:
+                    self.inflight.pop(fut)
+                    if hasattr(fut, "cancel"):
+                        fut.cancel()
+        message = f"{type(exc).__name__}: {exc}"
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        self.results[nid] = NodeResult(nid, "failed", error=message, traceback=tb,
+                                       wall_s=time.perf_counter() - run["t0"] if run else None)
+        self.progress("failed", nid, {"error": message})
+        for down in self.graph.downstream(nid):
+            if self.results[down].state == "pending":
+                self.results[down] = NodeResult(down, "skipped", error=f"not run: upstream {nid} failed")
+                self.progress("skipped", down, {"cause": nid})
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def ready(self) -> list[str]:
+        out = []
+        for nid, res in self.results.items():
+            if res.state != "pending":
+                continue
+            ups = [self.results[u].state for u in self.graph.upstream(nid)]
+            if all(s in ("done", "cached") for s in ups):
+                out.append(nid)
+        return out
+
+    def run(self) -> None:
+        while True:
+            for nid in self.ready():
+                try:
+                    self.start(nid)
+                except Exception as e:  # noqa: BLE001 - a node's setup failing fails that node
+                    self.fail(nid, e)
+            if not self.inflight:
+                if not self.ready():
+                    break
+                continue
+            done, _ = self.pool.wait(list(self.inflight))
+            for fut in done:
+                if fut in self.inflight:
+                    self.block_done(fut)
+
+
+def run_graph(
+    graph: Graph,
+    asset: DerivedAsset,
+    pool: Pool,
+    *,
+    progress: Callable[[str, str, dict[str, Any]], None] | None = None,
+) -> RunReport:
+    """Validate ``graph`` against ``pool`` and run it, committing results into ``asset``.
+
+    Parameters
+    ----------
+    graph : Graph
+        What to run.
+    asset : DerivedAsset
+        Where results go; nodes already committed there with the same fingerprint are skipped.
+    pool : Pool
+        Where blocks run.
+    progress : callable, optional
+        Called as ``progress(event, node_id, info)`` with events ``start``, ``block``, ``done``,
+        ``cached``, ``failed``, ``skipped``.
+
+    Returns
+    -------
+    RunReport
+        Each node's state, summary and error. A failed node does not raise: check ``report.ok``.
+    """
+    graph.validate(pool.worker_resources())
+    t0 = time.perf_counter()
+    execution = _Execution(graph, asset, pool, progress)
+    execution.run()
+    asset.write_processing(graph.to_dict())
+    return RunReport(asset, execution.results, time.perf_counter() - t0)

@@ -1,0 +1,94 @@
+"""The naming spec, written once and used everywhere.
+
+- Dataset names are ``<object>.<attribute>`` as in ONE/ALF: ``ephys.raw``, ``ephys.preprocessed``.
+- A derived asset is named after its source, AIND style: ``<source>_<label>_<YYYY-MM-DD>_<HH-MM-SS>``.
+- Inside an asset each probe has a folder (``probe00``); each dataset a fixed relative path.
+- ALF files are ``<object>.<attribute>.<extension>`` (``spikes.times.npy``).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from neuropool.errors import ConfigError
+
+#: Where each dataset lives inside a probe folder of a derived asset.
+DATASET_PATHS: dict[str, str] = {
+    "ephys.raw": "raw.zarr",
+    "ephys.preprocessed": "preprocessed.zarr",
+    "ephys.sorting": "sorting",
+    "units.metrics": "qc",
+    "units.locations": "localize",
+    "alf": "alf",
+}
+
+#: The input every per-probe graph starts from: the raw recording's URL (never written to).
+SOURCE_DATASET = "ephys.source"
+
+#: Names of the sidecar files at the top of every derived asset.
+DATA_DESCRIPTION = "data_description.json"
+PROCESSING = "processing.json"
+#: Hidden folder holding the commit markers, one per node.
+COMMITS_DIR = "_commits"
+
+_NAME = re.compile(r"^[a-z][a-zA-Z0-9]*\.[a-zA-Z][a-zA-Z0-9_]*$")
+_ASSET = re.compile(r"^(?P<source>.+)_(?P<label>[A-Za-z0-9-]+)_(?P<date>\d{4}-\d{2}-\d{2})_(?P<time>\d{2}-\d{2}-\d{2})$")
+_PROBE = re.compile(r"^probe\d{2}$")
+
+
+def check_dataset_name(name: str) -> str:
+    """Return ``name`` if it is an ``object.attribute`` dataset name, else raise ConfigError."""
+    if name != SOURCE_DATASET and name not in DATASET_PATHS and not _NAME.match(name):
+        raise ConfigError(
+            f"dataset name {name!r} is not of the form 'object.attribute' (e.g. 'ephys.raw')"
+        )
+    return name
+
+
+def dataset_path(name: str, probe: str) -> str:
+    """Relative path, inside a derived asset, of dataset ``name`` for ``probe``."""
+    check_probe_name(probe)
+    rel = DATASET_PATHS.get(name, name)
+    return f"{probe}/{rel}"
+
+
+def check_probe_name(probe: str) -> str:
+    """Return ``probe`` if it follows IBL's ``probeNN`` convention, else raise ConfigError."""
+    if not _PROBE.match(probe):
+        raise ConfigError(f"probe name {probe!r} must look like 'probe00', 'probe01', ...")
+    return probe
+
+
+def asset_name(source: str, label: str = "processed", when: datetime | None = None) -> str:
+    """Name a derived asset after its source: ``<source>_<label>_<date>_<time>``.
+
+    Parameters
+    ----------
+    source : str
+        Name of the raw session (a folder name, not a path).
+    label : str
+        What was done (``processed``, ``sorted``); letters, digits and dashes only.
+    when : datetime, optional
+        Creation time; now (local time) by default.
+    """
+    if not re.fullmatch(r"[A-Za-z0-9-]+", label):
+        raise ConfigError(f"asset label {label!r} may contain only letters, digits and dashes")
+    if "/" in source or not source:
+        raise ConfigError(f"asset source {source!r} must be a non-empty name, not a path")
+    when = when or datetime.now()
+    return f"{source}_{label}_{when:%Y-%m-%d}_{when:%H-%M-%S}"
+
+
+def parse_asset_name(name: str) -> dict[str, str] | None:
+    """Split an asset name into ``source``, ``label``, ``date``, ``time``; None if it is not one."""
+    m = _ASSET.match(name)
+    return m.groupdict() if m else None
+
+
+def alf_filename(obj: str, attribute: str, extension: str) -> str:
+    """``spikes``, ``times``, ``npy`` -> ``spikes.times.npy``."""
+    for part in (obj, attribute, extension):
+        if not re.fullmatch(r"[A-Za-z0-9_]+", part):
+            raise ConfigError(f"ALF name part {part!r} may contain only letters, digits and '_'")
+    return f"{obj}.{attribute}.{extension}"

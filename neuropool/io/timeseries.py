@@ -1,0 +1,173 @@
+"""Chunked time x channel stores: zarr groups that xarray opens as a Dataset.
+
+Layout of a store (zarr format v2, readable by ``xarray.open_zarr``)::
+
+    traces      (time, channel)  int16 raw samples or float32 µV, chunked along time only
+    channel     (channel,)       channel ids ("AP0", ...)
+    x, y        (channel,)       contact positions, µm
+    shank       (channel,)       shank index
+    gain_uv     (channel,)       µV per stored unit (1.0 for float µV stores)
+    adc_shift   (channel,)       ADC sampling delay, fraction of a sample
+    is_sync     (channel,)       True for the digital sync channel
+    attrs: sampling_frequency, n_samples, units, source, probe_type, ...
+
+Writers create the store once (``create``) and then fill whole, chunk-aligned blocks of rows
+from any number of workers (``write_block``): no two writers ever touch the same zarr chunk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numcodecs
+import numpy as np
+import xarray as xr
+import zarr
+
+from neuropool.errors import StoreError
+
+#: Per-channel coordinates every store carries, with their dtype.
+CHANNEL_COORDS: dict[str, str] = {
+    "x": "float64",
+    "y": "float64",
+    "shank": "int64",
+    "gain_uv": "float64",
+    "adc_shift": "float64",
+    "is_sync": "bool",
+}
+
+
+def _store(url: str, storage_options: dict[str, Any] | None) -> zarr.storage.FSStore:
+    return zarr.storage.FSStore(url, **(storage_options or {}))
+
+
+def compressor(name: str = "zstd", level: int = 3) -> Any:
+    """A numcodecs compressor by name (``zstd``, ``lz4``, ``none``), Blosc with bit-shuffle."""
+    if name == "none":
+        return None
+    return numcodecs.Blosc(cname=name, clevel=level, shuffle=numcodecs.Blosc.BITSHUFFLE)
+
+
+def create(
+    url: str,
+    *,
+    n_samples: int,
+    channel_ids: list[str],
+    dtype: str | np.dtype,
+    chunk_samples: int,
+    coords: dict[str, np.ndarray],
+    attrs: dict[str, Any],
+    compression: str = "zstd",
+    storage_options: dict[str, Any] | None = None,
+) -> None:
+    """Create an empty store at ``url`` (which must not exist yet) with all its coordinates."""
+    n_channels = len(channel_ids)
+    root = zarr.group(store=_store(url, storage_options), overwrite=True)
+    traces = root.create_dataset(
+        "traces",
+        shape=(n_samples, n_channels),
+        chunks=(chunk_samples, n_channels),
+        dtype=dtype,
+        compressor=compressor(compression),
+        fill_value=0,
+        write_empty_chunks=True,
+    )
+    traces.attrs["_ARRAY_DIMENSIONS"] = ["time", "channel"]
+    ids = root.create_dataset("channel", data=np.asarray(channel_ids, dtype=str), dtype=str)
+    ids.attrs["_ARRAY_DIMENSIONS"] = ["channel"]
+    for name, kind in CHANNEL_COORDS.items():
+        values = np.asarray(coords[name], dtype=kind)
+        if values.shape != (n_channels,):
+            raise StoreError(f"{url}: coordinate {name!r} has shape {values.shape}, expected ({n_channels},)")
+        arr = root.create_dataset(name, data=values)
+        arr.attrs["_ARRAY_DIMENSIONS"] = ["channel"]
+    root.attrs.update({**attrs, "n_samples": int(n_samples), "chunk_samples": int(chunk_samples)})
+
+
+def write_block(url: str, start: int, data: np.ndarray, storage_options: dict[str, Any] | None = None) -> None:
+    """Write rows ``[start, start + len(data))``; ``start`` must fall on a chunk boundary."""
+    arr = zarr.open_array(store=_store(url, storage_options), path="traces", mode="r+")
+    chunk = arr.chunks[0]
+    stop = start + data.shape[0]
+    if start % chunk or (stop % chunk and stop != arr.shape[0]):
+        raise StoreError(f"{url}: block [{start}, {stop}) is not aligned to chunks of {chunk} samples")
+    arr[start:stop] = data
+
+
+def finalize(url: str, storage_options: dict[str, Any] | None = None) -> None:
+    """Consolidate the metadata so that readers (xarray) open the store in one request."""
+    zarr.consolidate_metadata(_store(url, storage_options))
+
+
+def open_dataset(url: str, storage_options: dict[str, Any] | None = None) -> xr.Dataset:
+    """Open a store as a lazy ``xarray.Dataset`` (dask-backed, one dask chunk per zarr chunk)."""
+    return xr.open_zarr(_store(url, storage_options), consolidated=True)
+
+
+def block_ranges(n_samples: int, chunk_samples: int, chunks_per_block: int = 1) -> list[tuple[int, int]]:
+    """Chunk-aligned ``[start, stop)`` ranges covering ``n_samples``."""
+    step = chunk_samples * chunks_per_block
+    return [(s, min(s + step, n_samples)) for s in range(0, n_samples, step)]
+
+
+@dataclass
+class TimeseriesStore:
+    """A store opened for reading rows and per-channel coordinates, without xarray.
+
+    Picklable (only the URL and options are kept); arrays are opened lazily.
+    """
+
+    url: str
+    storage_options: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        self._root: zarr.Group | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"url": self.url, "storage_options": self.storage_options}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._root = None
+
+    @property
+    def root(self) -> zarr.Group:
+        if self._root is None:
+            try:
+                self._root = zarr.open_group(store=_store(self.url, self.storage_options), mode="r")
+            except (zarr.errors.GroupNotFoundError, FileNotFoundError, KeyError) as e:
+                raise StoreError(f"{self.url}: no time series store here ({e})") from e
+        return self._root
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return dict(self.root.attrs)
+
+    @property
+    def traces(self) -> zarr.Array:
+        return self.root["traces"]
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.traces.shape[0])
+
+    @property
+    def sampling_frequency(self) -> float:
+        return float(self.root.attrs["sampling_frequency"])
+
+    @property
+    def channel_ids(self) -> list[str]:
+        return [str(c) for c in self.root["channel"][:]]
+
+    def coord(self, name: str) -> np.ndarray:
+        """A per-channel coordinate array (``x``, ``gain_uv``...)."""
+        return self.root[name][:]
+
+    @property
+    def positions(self) -> np.ndarray:
+        return np.stack([self.coord("x"), self.coord("y")], axis=1)
+
+    def read(self, start: int, stop: int, channels: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """Rows ``[start, stop)`` of the chosen channels."""
+        return self.traces.get_orthogonal_selection((slice(start, stop), channels))

@@ -1,0 +1,91 @@
+"""Graphs: edges from datasets, validation before running, serialisation, subsets."""
+
+from __future__ import annotations
+
+import pytest
+
+from neuropool.errors import ConfigError, GraphError, ResourceError
+from neuropool.graphs.graph import Graph
+from neuropool.graphs.standard import standard_graph
+from neuropool.io.session import Session
+from tests.graphs import toytasks  # noqa: F401
+
+
+def std(probes=("probe00",), **cfg):
+    from neuropool.graphs.config import load_config
+
+    session = Session("/data/s1", "s1", {p: f"/data/s1/{p}.ap.cbin" for p in probes},
+                      {"probes": {"probe00": {"trajectory": {"x": 0, "y": 0, "depth": 3000}}}})
+    return standard_graph(session, load_config(cfg or None))
+
+
+def test_standard_graph_edges_follow_datasets():
+    g = std(("probe00", "probe01"))
+    assert len(g.nodes) == 12
+    edges = set(g.edges())
+    assert ("decompress[probe00]", "preprocess[probe00]") in edges
+    assert ("preprocess[probe00]", "sort[probe00]") in edges
+    assert ("sort[probe00]", "qc[probe00]") in edges
+    assert ("qc[probe00]", "localize[probe00]") in edges
+    assert ("localize[probe00]", "export[probe00]") in edges
+    assert not any("probe00" in a and "probe01" in b for a, b in edges)
+    order = g.topological_order()
+    assert order.index("decompress[probe01]") < order.index("export[probe01]")
+    assert g.downstream("sort[probe00]") == {"qc[probe00]", "localize[probe00]", "export[probe00]"}
+    g.validate([{"GPU": 0}])
+
+
+def test_serialises_to_plain_data_and_back():
+    g = std(sort={"sorter": "tridesclous2"})
+    data = g.to_dict()
+    assert data["sources"] == {"probe00/ephys.source": "/data/s1/probe00.ap.cbin"}
+    g2 = Graph.from_json(g.to_json())
+    assert g2.to_dict() == data
+    assert g2.nodes["sort[probe00]"].params == {"sorter": "tridesclous2"}
+    assert g2.session["probes"]["probe00"]["trajectory"]["depth"] == 3000
+
+
+def test_missing_input_is_named():
+    g = Graph()
+    g.add("toy_double", "probe00")
+    with pytest.raises(GraphError, match=r"toy_double\[probe00\] needs probe00/toy.value"):
+        g.validate()
+
+
+def test_cycle_is_detected():
+    g = Graph()
+    g.add("toy_loop_a", "probe00")
+    g.add("toy_loop_b", "probe00")
+    with pytest.raises(GraphError, match="cycle"):
+        g.validate()
+
+
+def test_gpu_node_without_gpu_worker_is_refused_before_running():
+    g = std(sort={"sorter": "kilosort4"})
+    assert g.nodes["sort[probe00]"].make_task().resources().gpus == 1
+    with pytest.raises(ResourceError, match=r"sort\[probe00\] needs 1 GPU.*no worker"):
+        g.validate([{"GPU": 0, "CPU": 2}, {"CPU": 2}])
+    g.validate([{"GPU": 1}])
+
+
+def test_invalid_parameters_name_task_and_field():
+    g = Graph({"probe00/ephys.source": "x"})
+    with pytest.raises(ConfigError, match=r"toy_double\.factor"):
+        g.add("toy_double", "probe00", {"factor": -1})
+    with pytest.raises(ConfigError, match="unknown task 'nope'"):
+        g.add("nope", "probe00")
+    with pytest.raises(ConfigError, match="probe00"):
+        g.add("toy_source", "probe-a")
+
+
+def test_subsets():
+    g = std()
+    until = g.subset(until="preprocess")
+    assert list(until.nodes) == ["decompress[probe00]", "preprocess[probe00]"]
+    only = g.subset(only=["qc", "export"])
+    assert set(only.nodes) == {"qc[probe00]", "export[probe00]"}
+    assert only.external["probe00/ephys.sorting"] == "sort[probe00]"
+    assert only.external["probe00/units.locations"] == "localize[probe00]"
+    only.validate()
+    with pytest.raises(GraphError, match="no such task"):
+        g.subset(until="nothing")

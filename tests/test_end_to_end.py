@@ -1,0 +1,92 @@
+"""The whole pipeline on a generated Neuropixels session, on an embedded Dask LocalCluster.
+
+Slow (a few minutes on 2 cores): run with ``python -m pytest -m slow``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from neuropool.cli import main
+from neuropool.io.store import DerivedAsset
+
+pytestmark = pytest.mark.slow
+
+#: Measured on a 2-core machine with this test's session (12 s, 20 true units, seed 3):
+#: 18 of 20 true units recovered with accuracy >= 0.8. The floor leaves room for noise.
+MIN_RECOVERED = 14
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    code = main(["demo", "--out", str(out), "--duration", "12", "--units", "20", "--seed", "3"])
+    assert code == 0
+    session = next(p for p in out.iterdir() if (p / "session.json").exists())
+    asset = DerivedAsset.find_latest(str(out), str(session))
+    return out, session, asset
+
+
+def test_demo_recovers_ground_truth_and_exports_alf(demo, capsys):
+    from neuropool.summary import ground_truth_match
+
+    out, session, asset = demo
+    commits = asset.commits()
+    assert set(commits) == {f"{t}[probe00]" for t in ("decompress", "preprocess", "sort", "qc", "localize", "export")}
+    gt = ground_truth_match(asset.dataset_url("ephys.sorting", "probe00"),
+                            str(session / "ground_truth" / "probe00"),
+                            asset.dataset_url("units.locations", "probe00"))
+    assert gt["n_true"] == 20
+    assert gt["n_recovered"] >= MIN_RECOVERED, gt
+    assert gt["median_location_error_um"] < 25, gt
+
+    alf = Path(asset.dataset_url("alf", "probe00"))
+    times = np.load(alf / "spikes.times.npy")
+    clusters = np.load(alf / "spikes.clusters.npy")
+    metrics = pd.read_parquet(alf / "clusters.metrics.pqt")
+    n = len(metrics)
+    assert times.ndim == 1 and len(times) == len(clusters) == len(np.load(alf / "spikes.amps.npy"))
+    assert np.all(np.diff(times) >= 0) and times[0] >= 0 and times[-1] <= 12.0
+    assert clusters.max() < n and np.load(alf / "clusters.mlapdv.npy").shape == (n, 3)
+    amps = np.load(alf / "spikes.amps.npy")
+    assert 1e-6 < np.median(amps) < 1e-3  # volts
+    assert np.load(alf / "channels.localCoordinates.npy").shape == (384, 2)
+    mlapdv = np.load(alf / "channels.mlapdv.npy")
+    assert mlapdv.shape == (384, 3) and np.all(mlapdv[:, 2] < 0)  # all sites below the entry (DV 0)
+    assert set(metrics["passes_qc"].unique()) <= {True, False}
+
+    doc = asset.read_processing()
+    procs = {p["node"]: p for p in doc["processing_pipeline"]["data_processes"]}
+    assert procs["sort[probe00]"]["parameters"]["sorter"] == "spykingcircus2"
+    assert procs["qc[probe00]"]["summary"]["n_units"] == n
+    assert procs["decompress[probe00]"]["summary"]["checksum_verified"] is True
+    desc = json.loads((Path(asset.url) / "data_description.json").read_text())
+    assert desc["source_data"] == [session.name]
+
+
+def test_rerun_skips_and_changed_parameters_rerun_what_follows(demo, tmp_path, capsys):
+    out, session, asset = demo
+    before = asset.commits()
+    code = main(["run", str(session), "--out", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0
+    assert text.count("already committed") == 6
+    assert asset.commits() == before
+
+    cfg = tmp_path / "strict.yaml"
+    cfg.write_text("qc:\n  thresholds:\n    snr: {gt: 1000}\n")
+    code = main(["run", str(session), "--out", str(out), "--config", str(cfg)])
+    text = capsys.readouterr().out
+    assert code == 0
+    after = asset.commits()
+    for node in ("decompress[probe00]", "preprocess[probe00]", "sort[probe00]"):
+        assert after[node] == before[node], node
+    for node in ("qc[probe00]", "localize[probe00]", "export[probe00]"):
+        assert after[node]["fingerprint"] != before[node]["fingerprint"], node
+    assert after["qc[probe00]"]["summary"]["n_passing"] == 0
+    assert "passing QC: 0" in text
