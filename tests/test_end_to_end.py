@@ -57,7 +57,12 @@ def test_demo_recovers_ground_truth_and_exports_alf(demo, capsys):
     assert 1e-6 < np.median(amps) < 1e-3  # volts
     assert np.load(alf / "channels.localCoordinates.npy").shape == (384, 2)
     mlapdv = np.load(alf / "channels.mlapdv.npy")
-    assert mlapdv.shape == (384, 3) and np.all(mlapdv[:, 2] < 0)  # all sites below the entry (DV 0)
+    # the demo trajectory: entry (-2243, -2000, 0), 4000 µm deep, theta 15°, phi 180°; the first
+    # site is 200 µm above the tip, the top sites stick out of the brain (DV > 0)
+    tip_dv = -4000 * np.cos(np.deg2rad(15))
+    assert mlapdv.shape == (384, 3)
+    np.testing.assert_allclose(mlapdv[0], [-2243 + 3800 * np.sin(np.deg2rad(15)), -2000, tip_dv + 200 * np.cos(np.deg2rad(15))])
+    assert np.all(np.diff(mlapdv[::2, 2]) > 0)  # going up the shank goes up in the brain
     assert set(metrics["passes_qc"].unique()) <= {True, False}
 
     doc = asset.read_processing()

@@ -75,9 +75,21 @@ class DaskPool(Pool):
                     memory_limit=memory_limit,
                     processes=True,
                     dashboard_address=":0",
-                    resources={"GPU": gpus} if gpus else None,
                 )
             self.client = Client(cluster, set_as_default=False)
+            if self._own_cluster is not None and gpus:
+                self._advertise_gpus(gpus)
+
+    def _advertise_gpus(self, gpus: int) -> None:
+        """Give the machine's GPUs to one worker of the LocalCluster (two workers advertising the
+        same GPU would let two GPU tasks share it)."""
+        self.client.wait_for_workers(1)
+        first = sorted(self.client.scheduler_info(n_workers=-1)["workers"])[0]
+
+        async def set_gpus(dask_worker: Any) -> None:
+            await dask_worker.set_resources(GPU=gpus)
+
+        self.client.run(set_gpus, workers=[first])
 
     @property
     def address(self) -> str:
