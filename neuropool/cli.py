@@ -58,7 +58,9 @@ def run_session(source: str, *, out: str | None, config: str | None, cluster: st
     graph = standard_graph(session, cfg)
     if until or only:
         graph = graph.subset(until=until, only=only)
-    out_root = out or urls.parent(session.url)
+    fs, path = urls.get_fs(session.url)
+    session_dir = session.url if fs.isdir(path) else urls.parent(session.url)
+    out_root = out or urls.parent(session_dir)
     if new:
         asset = DerivedAsset.create(out_root, session.url, label=cfg.label)
     else:

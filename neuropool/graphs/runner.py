@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 import socket
 import time
 import traceback
@@ -76,15 +77,32 @@ def _digest(obj: Any) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
+#: Files whose change changes what a raw recording means: headers beside the data file.
+_SIDECARS = {".cbin": (".ch", ".meta"), ".bin": (".meta",)}
+_RAW_FILES = (".cbin", ".ch", ".meta", ".bin", "structure.oebin", "continuous.dat")
+
+
 def source_fingerprint(url: str, storage_options: dict[str, Any] | None = None) -> str:
-    """Identify a raw source by URL, size and modification time (or ETag) without reading it."""
+    """Identify a raw source without reading it: URL, size and modification time (or ETag) of
+    its data file and of the headers that give it meaning (``.ch``, ``.meta``; every raw file of
+    a folder, e.g. an Open Ephys recording)."""
     fs, path = urls.get_fs(url, storage_options)
-    try:
-        info = fs.info(path)
-    except FileNotFoundError:
-        return _digest({"url": url, "missing": True})
     keys = ("size", "mtime", "LastModified", "ETag", "created")
-    return _digest({"url": url, **{k: info.get(k) for k in keys if k in info}})
+
+    def stat(p: str) -> dict[str, Any]:
+        try:
+            info = fs.info(p)
+        except FileNotFoundError:
+            return {"missing": True}
+        return {k: info.get(k) for k in keys if k in info}
+
+    if fs.isdir(path):
+        files = sorted(p for p in fs.find(path) if p.endswith(_RAW_FILES))
+    else:
+        stem, ext = posixpath.splitext(path)
+        files = [path, *(stem + s for s in _SIDECARS.get(ext, ()))]
+    return _digest({"url": url, "files": {posixpath.relpath(p, path) if p != path else ".": stat(p)
+                                          for p in files}})
 
 
 class _Execution:
@@ -150,6 +168,8 @@ class _Execution:
             return
         ctx = self.context(node)
         self.asset.uncommit(nid)  # from here on, the old outputs no longer count
+        if commit is not None:  # and provenance must not list them, even if this run is killed
+            self.asset.write_processing(self.graph.to_dict())
         for url in ctx.outputs.values():
             self.asset.clear(url)
         started = datetime.now()

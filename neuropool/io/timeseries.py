@@ -70,17 +70,18 @@ def create(
         chunks=(chunk_samples, n_channels),
         dtype=dtype,
         compressor=compressor(compression),
-        fill_value=0,
+        fill_value=None,  # xarray would read a fill value as "missing" and turn zeros into NaN
         write_empty_chunks=True,
     )
     traces.attrs["_ARRAY_DIMENSIONS"] = ["time", "channel"]
-    ids = root.create_dataset("channel", data=np.asarray(channel_ids, dtype=str), dtype=str)
+    ids = root.create_dataset("channel", data=np.asarray(channel_ids, dtype=str), dtype=str,
+                              fill_value=None)
     ids.attrs["_ARRAY_DIMENSIONS"] = ["channel"]
     for name, kind in CHANNEL_COORDS.items():
         values = np.asarray(coords[name], dtype=kind)
         if values.shape != (n_channels,):
             raise StoreError(f"{url}: coordinate {name!r} has shape {values.shape}, expected ({n_channels},)")
-        arr = root.create_dataset(name, data=values)
+        arr = root.create_dataset(name, data=values, fill_value=None)
         arr.attrs["_ARRAY_DIMENSIONS"] = ["channel"]
     root.attrs.update({**attrs, "n_samples": int(n_samples), "chunk_samples": int(chunk_samples)})
 

@@ -13,7 +13,7 @@ import shutil
 import time
 from typing import Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from neuropool.errors import ConfigError
 from neuropool.io.sirecording import StoreRecording
@@ -37,15 +37,14 @@ class SortParams(Params):
     sorter_params: dict[str, Any] = Field(default_factory=dict, description="passed to the sorter")
     n_jobs: int = Field(-1, description="processes the sorter may use; -1 = all cores")
 
-    @model_validator(mode="after")
-    def _known_sorter(self) -> SortParams:
+    @field_validator("sorter")
+    @classmethod
+    def _known_sorter(cls, v: str) -> str:
         from spikeinterface.sorters import available_sorters
 
-        if self.sorter not in available_sorters():
-            raise ValueError(
-                f"unknown sorter {self.sorter!r}; SpikeInterface knows: {', '.join(available_sorters())}"
-            )
-        return self
+        if v not in available_sorters():
+            raise ValueError(f"unknown sorter {v!r}; SpikeInterface knows: {', '.join(available_sorters())}")
+        return v
 
     @field_validator("n_jobs")
     @classmethod

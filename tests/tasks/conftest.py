@@ -140,12 +140,13 @@ def assert_asset_consistent(asset: DerivedAsset) -> dict[str, dict[str, Any]]:
             assert Path(url).exists(), f"{nid} is committed but its output {name} ({url}) is gone"
             if url.endswith(".zarr"):
                 store = timeseries.TimeseriesStore(url)
-                assert store.n_samples == rec["summary"]["n_samples"], f"{nid}: {url} has the wrong length"
-                ds = timeseries.open_dataset(url)
-                values = ds["traces"].values  # every chunk is there and decodes
-                assert values.shape == (rec["summary"]["n_samples"], rec["summary"]["n_channels"])
+                shape = (rec["summary"]["n_samples"], rec["summary"]["n_channels"])
+                assert store.traces.shape == shape, f"{nid}: {url} has the wrong shape"
+                assert store.traces.nchunks_initialized == store.traces.nchunks, f"{nid}: {url} lacks chunks"
+                values = store.traces[:]  # every chunk decodes
                 if values.dtype.kind == "f":
                     assert np.isfinite(values).all(), f"{nid}: {url} holds non-finite samples"
+                assert timeseries.open_dataset(url).sizes["time"] == shape[0]  # consolidated, opens
     listed = [p["node"] for p in asset.read_processing()["processing_pipeline"]["data_processes"]]
     assert sorted(listed) == sorted(commits), (
         f"processing.json lists {sorted(listed)} but the committed nodes are {sorted(commits)}"

@@ -108,9 +108,7 @@ def test_raw_store_coordinates_match_the_reader(cbin_small, cbin_session):
     assert attrs["metadata"]["imDatPrb_pn"] == "PRB_1_4_0480_1"
 
 
-def test_raw_store_opens_with_xarray(cbin_small, np1_data):
-    """xarray sees the stored values themselves: int16 samples (0 included, not masked as a
-    fill value), and per-channel coordinates with their own dtypes and values."""
+def test_raw_store_opens_with_xarray(cbin_small):
     url = f"{cbin_small.asset.url}/{RAW}"
     ds = timeseries.open_dataset(url)
     raw = timeseries.TimeseriesStore(url)
@@ -119,11 +117,20 @@ def test_raw_store_opens_with_xarray(cbin_small, np1_data):
     assert ds["traces"].chunks == ((7500, 7500, 3000), (385,))  # lazy, one dask chunk per zarr chunk
     assert [str(c) for c in ds["channel"].values] == raw.channel_ids
     assert ds.attrs["sampling_frequency"] == 30_000.0 and ds.attrs["n_samples"] == 18_000
+    for name in timeseries.CHANNEL_COORDS:
+        assert ds[name].dims == ("channel",), name
+
+
+def test_xarray_sees_the_stored_values(cbin_small, np1_data):
+    """int16 samples (0 included, not masked as a fill value), and per-channel coordinates with
+    their own dtypes and values (shank 0, x 0, adc_shift 0, is_sync False are real values)."""
+    url = f"{cbin_small.asset.url}/{RAW}"
+    ds = timeseries.open_dataset(url)
+    raw = timeseries.TimeseriesStore(url)
     assert ds["traces"].dtype == np.int16
     np.testing.assert_array_equal(ds["traces"].isel(time=slice(7000, 8000)).values, np1_data[7000:8000])
     np.testing.assert_array_equal(ds["traces"].sel(channel="SY0").values, np1_data[:, -1])  # half zeros
     for name, kind in timeseries.CHANNEL_COORDS.items():
-        assert ds[name].dims == ("channel",), name
         assert ds[name].dtype == np.dtype(kind), name
         np.testing.assert_array_equal(ds[name].values, raw.coord(name), err_msg=name)  # 0 stays 0
 

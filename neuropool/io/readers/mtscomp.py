@@ -195,7 +195,8 @@ class MtscompReader(RawReader):
         except zlib.error as exc:
             raise RawDataError(
                 f"{info.url}: chunk {index} (bytes {start}..{stop}) does not decompress ({exc}); "
-                "the .cbin is corrupted: copy it again from the source"
+                "either the .cbin is corrupted or its .ch header has wrong chunk_offsets "
+                "(check the .cbin against sha1_compressed with verify()); copy both again from the source"
             ) from exc
         if len(raw) != n_rows * info.n_channels * info.dtype.itemsize:
             raise RawDataError(
@@ -227,7 +228,7 @@ class MtscompReader(RawReader):
             out[a - start : b - start] = self.chunk(index)[a - lo : b - lo]
         return out
 
-    def verify(self, uncompressed: bool = False) -> None:
+    def verify(self, uncompressed: bool = False) -> bool:
         """Check ``sha1_compressed`` over the ``.cbin`` (streamed, bounded memory).
 
         Parameters
@@ -235,6 +236,7 @@ class MtscompReader(RawReader):
         uncompressed : bool
             Also decompress every chunk and check ``sha1_uncompressed`` (slower).
         """
+        checked = False
         checks = [("sha1_compressed", self._data.iter_blocks())]
         if uncompressed:
             chunks = (self.chunk(i).tobytes() for i in range(self.n_chunks))
@@ -251,3 +253,5 @@ class MtscompReader(RawReader):
                     f"{self.info.url}: {key} is {digest.hexdigest()} but the .ch records {expected}; "
                     "the data changed since compression: copy the .cbin again"
                 )
+            checked = True
+        return checked

@@ -415,8 +415,8 @@ class SpikeGLXReader(RawReader):
         """Samples ``[start, stop)`` as a ``(n, n_channels)`` int16 array (clipped)."""
         return read_interleaved(self._data, self.info, start, stop)
 
-    def verify(self) -> None:
-        """Check ``fileSHA1`` from the meta against the ``.bin`` (streamed); no-op if absent."""
+    def verify(self) -> bool:
+        """Check ``fileSHA1`` from the meta against the ``.bin`` (streamed); False if absent."""
         expected = self.info.metadata.get("fileSHA1", "").strip().lower()
         digest = hashlib.sha1()
         for block in self._data.iter_blocks() if expected else ():
@@ -426,6 +426,7 @@ class SpikeGLXReader(RawReader):
                 f"{self.info.url}: SHA-1 is {digest.hexdigest()} but the .meta records "
                 f"fileSHA1={expected}; the data changed since acquisition: copy it again"
             )
+        return bool(expected)
 
 
 # -- writing a meta, for generated data ------------------------------------------------------

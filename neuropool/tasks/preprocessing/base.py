@@ -157,9 +157,10 @@ def channel_major(
     """
     block = np.asarray(block)
     n_cols = block.shape[0] if n_samples is None else max(int(n_samples), block.shape[0])
-    if block.T.flags.c_contiguous:
-        out = np.zeros((block.shape[1], n_cols), dtype=dtype)
+    if block.ndim == 2 and block.strides[0] == block.itemsize:  # rows of block.T contiguous
+        out = np.empty((block.shape[1], n_cols), dtype=dtype)
         out[:, : block.shape[0]] = block.T
+        out[:, block.shape[0] :] = 0
         return out
     return _transposed_copy(block, dtype, n_cols)
 
@@ -181,7 +182,7 @@ def sample_major(block: np.ndarray, dtype: np.dtype | type = np.float32) -> np.n
     block = np.asarray(block)
     if block.flags.c_contiguous:
         return np.array(block, dtype=dtype, order="C")
-    return _transposed_copy(block.T, dtype, block.shape[0])
+    return _transposed_copy(block.T, dtype, block.shape[1])
 
 
 class Step(ABC):

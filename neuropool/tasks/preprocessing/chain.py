@@ -9,12 +9,12 @@ signal is therefore a well-defined signal of the whole recording (up to the marg
 error), and the concatenation of blocks does not depend on where the blocks are cut.
 
 Edges: where a window reaches sample 0 or ``n_samples``, the step is told so (``at_start`` /
-``at_end``) and applies its edge rule instead of discarding context. The rules reproduce
-SpikeInterface's result for a single ``get_traces`` call over the whole recording: zero padding
-for the phase shift, ``sosfiltfilt``'s odd extension for the high-pass. (A chunked SpikeInterface
-run is not itself chunk-independent within ``margin`` of the recording's edges, because it tapers
-real samples there when a chunk starts less than a margin away from the edge; this chain never
-does.)
+``at_end``) and applies its edge rule instead of discarding context. The rules are those of a
+single SpikeInterface ``get_traces`` call over the whole recording: zero padding for the phase
+shift (no taper of real samples), ``sosfiltfilt``'s odd extension and steady-state initial
+conditions for the high-pass. They depend only on the distance to the edge, never on where a
+block starts. (A chunked SpikeInterface run does not have this property: when a chunk starts
+less than a margin from the recording's edge it tapers real samples.)
 
 Memory: one int16 copy and a few float32/float64 copies of ``stop - start + 2 M`` rows;
 nothing scales with the recording's length.
@@ -29,7 +29,7 @@ import numpy as np
 
 from neuropool.errors import ConfigError, RawDataError
 
-from .base import ChannelInfo, Step, channel_major
+from .base import ChannelInfo, Step, channel_major, sample_major
 
 __all__ = ["Chain", "ReadFn"]
 
@@ -154,7 +154,7 @@ class Chain:
             a_next, b_next = max(0, start - remaining), min(n_samples, stop + remaining)
             block = block[a_next - a : block.shape[0] - (b - b_next)]
             a, b = a_next, b_next
-        return np.ascontiguousarray(block, dtype=np.float32)
+        return sample_major(block, np.float32) if not block.flags.c_contiguous else block
 
     def __repr__(self) -> str:
         return f"Chain({list(self.steps)!r})"
