@@ -18,8 +18,9 @@ from neuropool.io.store import DerivedAsset
 pytestmark = pytest.mark.slow
 
 #: Measured on a 2-core machine with this test's session (12 s, 20 true units, seed 3):
-#: 18 of 20 true units recovered with accuracy >= 0.8. The floor leaves room for noise.
-MIN_RECOVERED = 14
+#: 20 of 20 true units recovered with accuracy >= 0.8, median position error 3.1 µm.
+#: The floor (80 %) leaves room for sorter and platform variation.
+MIN_RECOVERED = 16
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ class DecompressParams(Params):
     """Parameters of :class:`Decompress`."""
 
     chunk_seconds: float = Field(1.0, gt=0, le=60, description="zarr chunk length along time, s")
-    chunks_per_block: int = Field(4, ge=1, le=1000, description="zarr chunks written per work block")
+    chunks_per_block: int = Field(1, ge=1, le=1000, description="zarr chunks written per work block")
     compression: Literal["zstd", "lz4", "none"] = "zstd"
     verify_checksum: bool = Field(True, description="check the source's SHA1 where it has one")
 

@@ -1,0 +1,70 @@
+"""The graph on S3: a real S3 endpoint (moto's server) on loopback, sources and asset both there."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from neuropool.cluster import InProcessPool
+from neuropool.graphs import run_graph, standard_graph
+from neuropool.io import timeseries
+from neuropool.io.session import open_session
+from neuropool.io.store import DerivedAsset
+from tests.tasks.conftest import run_standard
+
+
+@pytest.fixture(scope="module")
+def s3():
+    moto_server = pytest.importorskip("moto.server")
+    s3fs = pytest.importorskip("s3fs")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    options = {"key": "testing", "secret": "testing",
+               "client_kwargs": {"endpoint_url": f"http://{host}:{port}", "region_name": "us-east-1"}}
+    fs = s3fs.S3FileSystem(**options)
+    fs.call_s3("create_bucket", Bucket="lab-data")
+    yield fs, options
+    server.stop()
+
+
+def test_decompress_and_preprocess_from_and_to_s3(s3, cbin_session, tmp_path):
+    fs, options = s3
+    fs.put(str(cbin_session) + "/", f"lab-data/raw/{cbin_session.name}/", recursive=True)
+    url = f"s3://lab-data/raw/{cbin_session.name}"
+    session = open_session(url, options)
+    assert list(session.probes) == ["probe00"] and session.probes["probe00"].endswith(".cbin")
+    asset = DerivedAsset.create("s3://lab-data/derived", url, storage_options=options)
+    graph = standard_graph(session).subset(until="preprocess")
+    report = run_graph(graph, asset, InProcessPool(gpus=0))
+    assert report.ok, report.failed()
+    assert set(asset.commits()) == {"decompress[probe00]", "preprocess[probe00]"}
+    assert fs.exists(f"lab-data/derived/{asset.name}/processing.json")
+
+    local = run_standard(cbin_session, tmp_path / "local")
+    local_asset = local.asset
+    for name in ("ephys.raw", "ephys.preprocessed"):
+        remote = timeseries.TimeseriesStore(asset.dataset_url(name, "probe00"), options)
+        here = timeseries.TimeseriesStore(local_asset.dataset_url(name, "probe00"))
+        np.testing.assert_array_equal(remote.read(0, remote.n_samples), here.read(0, here.n_samples))
+    ds = timeseries.open_dataset(asset.dataset_url("ephys.preprocessed", "probe00"), options)
+    assert ds["traces"].dims == ("time", "channel") and ds.sizes["channel"] == 384
+
+    # the source has not changed: a second run skips both nodes
+    again = run_graph(graph, DerivedAsset.find_latest("s3://lab-data/derived", url, storage_options=options),
+                      InProcessPool(gpus=0))
+    assert {r.state for r in again.results.values()} == {"cached"}
+
+
+def test_scratch_folders_publish_and_fetch_on_object_stores(tmp_path):
+    from neuropool.tasks._scratch import fetch, publish, scratch_dir
+
+    local = scratch_dir("t")
+    (local / "sub").mkdir()
+    (local / "sub" / "a.txt").write_text("hello")
+    publish(local, "memory://scratch-test/out")
+    assert not local.exists()
+    back, temporary = fetch("memory://scratch-test/out")
+    assert temporary and (back / "sub" / "a.txt").read_text() == "hello"
+    here, temporary = fetch(str(tmp_path))
+    assert not temporary and here == tmp_path
