@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -86,17 +88,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from neuropool.io import urls
 
     out = args.out
-    if "://" in out and not out.startswith("file://"):
-        raise ConfigError(f"--out {out!r}: the demo generates its session on the local disk; give a "
-                          "local folder (then use 'neuropool run SESSION --out s3://...' for S3)")
-    root = Path(urls.local_path(out) if "://" in out else out)
+    remote = not urls.is_local(out)
+    # the session is generated on the local disk (sorter-style libraries write there), then
+    # uploaded when --out is elsewhere (s3://...: credentials and endpoint from the usual
+    # AWS_* environment variables)
+    root = Path(tempfile.mkdtemp(prefix="neuropool-demo-")) if remote else Path(urls.local_path(out))
     t0 = time.perf_counter()
     print(f"Generating a {args.duration:g} s Neuropixels 1.0 session with {args.units} true units "
-          f"(seed {args.seed}) in {root} ...", flush=True)
-    session = make_demo_session(root, duration=args.duration, n_units=args.units, seed=args.seed)
-    print(f"[{time.perf_counter() - t0:7.1f} s] session written: {session}", flush=True)
-    return run_session(str(session), out=str(root), config=args.config, cluster=args.cluster,
-                       until=None, only=None, workers=args.workers, new=True)
+          f"(seed {args.seed}) ...", flush=True)
+    try:
+        session = make_demo_session(root, duration=args.duration, n_units=args.units, seed=args.seed)
+        session_url = str(session)
+        if remote:
+            session_url = urls.join(out, session.name)
+            fs, path = urls.get_fs(session_url)
+            fs.put(str(session) + "/", path + "/", recursive=True)
+        print(f"[{time.perf_counter() - t0:7.1f} s] session written: {session_url}", flush=True)
+        return run_session(session_url, out=out, config=args.config, cluster=args.cluster,
+                           until=None, only=None, workers=args.workers, new=True)
+    finally:
+        if remote:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

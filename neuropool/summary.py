@@ -6,6 +6,7 @@ tests can check them); :func:`render` turns them into text.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -72,10 +73,22 @@ def ground_truth_match(sorting_url: str, truth_url: str, locations_url: str | No
     from spikeinterface.comparison import compare_sorter_to_ground_truth
     from spikeinterface.core import load as si_load
 
-    found = si_load(urls.local_path(urls.join(sorting_url, "sorting")))
-    truth_dir = Path(urls.local_path(truth_url))
-    truth = si_load(str(truth_dir / "sorting"))
-    cmp = compare_sorter_to_ground_truth(truth, found, exhaustive_gt=True)
+    from neuropool.tasks._scratch import fetch
+
+    sorting_dir, tmp_sorting = fetch(sorting_url)
+    truth_dir, tmp_truth = fetch(truth_url)
+    try:
+        return _compare(si_load(str(sorting_dir / "sorting")), si_load(str(truth_dir / "sorting")),
+                        truth_dir, locations_url, min_accuracy, compare_sorter_to_ground_truth)
+    finally:
+        for path, temporary in ((sorting_dir, tmp_sorting), (truth_dir, tmp_truth)):
+            if temporary:
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _compare(found: Any, truth: Any, truth_dir: Path, locations_url: str | None,
+             min_accuracy: float, compare: Any) -> dict[str, Any]:
+    cmp = compare(truth, found, exhaustive_gt=True)
     perf = cmp.get_performance()
     accuracy = perf["accuracy"].astype(float)
     recovered = [str(u) for u in accuracy.index[accuracy >= min_accuracy]]

@@ -96,3 +96,32 @@ def test_rerun_skips_and_changed_parameters_rerun_what_follows(demo, tmp_path, c
         assert after[node]["fingerprint"] != before[node]["fingerprint"], node
     assert after["qc[probe00]"]["summary"]["n_passing"] == 0
     assert "passing QC: 0" in text
+
+
+def test_demo_to_s3(monkeypatch, capsys):
+    """``neuropool demo --out s3://...`` against a real S3 endpoint on loopback (moto's server);
+    credentials and endpoint come from the standard AWS environment variables."""
+    moto_server = pytest.importorskip("moto.server")
+    import s3fs
+
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                     "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://{host}:{port}"}.items():
+            monkeypatch.setenv(k, v)
+        fs = s3fs.S3FileSystem()
+        fs.call_s3("create_bucket", Bucket="lab-demo")
+        code = main(["demo", "--out", "s3://lab-demo/sessions", "--duration", "6", "--units", "10", "--seed", "5"])
+        out = capsys.readouterr().out
+        assert code == 0, out
+        assets = [p for p in fs.ls("lab-demo/sessions") if "_processed_" in p]
+        assert len(assets) == 1
+        asset = DerivedAsset("s3://" + assets[0])
+        assert len(asset.commits()) == 6
+        assert fs.exists(assets[0] + "/probe00/alf/spikes.times.npy")
+        assert "ground truth:" in out and "s3://lab-demo/sessions/" in out
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()
+        server.stop()

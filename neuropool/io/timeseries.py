@@ -17,6 +17,7 @@ from any number of workers (``write_block``): no two writers ever touch the same
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,6 +125,7 @@ class TimeseriesStore:
 
     def __post_init__(self) -> None:
         self._root: zarr.Group | None = None
+        self._pid = os.getpid()
 
     def __getstate__(self) -> dict[str, Any]:
         return {"url": self.url, "storage_options": self.storage_options}
@@ -131,9 +133,14 @@ class TimeseriesStore:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._root = None
+        self._pid = os.getpid()
 
     @property
     def root(self) -> zarr.Group:
+        if self._pid != os.getpid():
+            # a forked child (SpikeInterface's process pools fork) must not reuse the parent's
+            # handle: async filesystems such as s3fs are not fork-safe
+            self._root, self._pid = None, os.getpid()
         if self._root is None:
             try:
                 self._root = zarr.open_group(store=_store(self.url, self.storage_options), mode="r")

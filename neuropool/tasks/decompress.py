@@ -41,6 +41,9 @@ class Decompress(Task):
     def setup(self, ctx: TaskContext) -> list[Any]:
         reader = open_raw(ctx.inputs["ephys.source"], storage_options=ctx.storage_options)
         info = reader.info
+        probe_file = ctx.info.get("probe", {}).get("probe_file")
+        if probe_file:
+            _apply_probe_file(info, probe_file, ctx)
         chunk = max(1, round(self.params.chunk_seconds * info.sampling_frequency))
         timeseries.create(
             ctx.outputs["ephys.raw"],
@@ -92,3 +95,39 @@ class Decompress(Task):
             "duration_s": round(store.n_samples / store.sampling_frequency, 6),
             "checksum_verified": any(r.get("verified") for r in results),
         }
+
+
+def _apply_probe_file(info: Any, probe_file: str, ctx: TaskContext) -> None:
+    """Take contact positions and shanks from a probeinterface JSON named in ``session.json``.
+
+    The probe's ``device_channel_indices`` map its contacts to the recording's ephys columns.
+    """
+    import probeinterface
+
+    from neuropool.errors import MetadataError
+    from neuropool.io import urls
+
+    url = probe_file if "://" in probe_file or probe_file.startswith("/") else urls.join(
+        ctx.info.get("session", {}).get("url", ""), probe_file)
+    fs, path = urls.get_fs(url, ctx.storage_options)
+    try:
+        with fs.open(path, "r") as f:
+            group = probeinterface.ProbeGroup.from_dict(json.load(f))
+    except FileNotFoundError:
+        raise MetadataError(f"{url}: probe file named in session.json not found") from None
+    except (ValueError, KeyError) as e:
+        raise MetadataError(f"{url}: not a probeinterface JSON file ({e})") from None
+    probe = group.probes[0]
+    ephys = np.flatnonzero(~info.is_sync)
+    index = probe.device_channel_indices
+    if index is None or len(probe.contact_positions) != len(ephys):
+        raise MetadataError(
+            f"{url}: the probe has {len(probe.contact_positions)} contacts wired to "
+            f"{'no' if index is None else len(index)} channels; the recording has {len(ephys)} "
+            "ephys channels: each must be wired once (set device_channel_indices)")
+    positions = np.full((info.n_channels, 2), np.nan)
+    shanks = np.zeros(info.n_channels, dtype=int)
+    positions[ephys[index]] = probe.contact_positions[:, :2]
+    if probe.shank_ids is not None and len(probe.shank_ids) and probe.shank_ids[0] != "":
+        shanks[ephys[index]] = np.asarray(probe.shank_ids, dtype=int)
+    info.positions, info.shank_ids = positions, shanks

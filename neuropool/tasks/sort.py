@@ -87,6 +87,13 @@ class Sort(Task):
         from spikeinterface.sorters import run_sorter, sorter_dict
 
         recording = StoreRecording(ctx.inputs["ephys.preprocessed"], ctx.storage_options)
+        if not recording.has_probe():
+            raise ConfigError(
+                f"{ctx.inputs['ephys.preprocessed']}: the recording has no contact positions (its "
+                "format does not record a probe layout, e.g. Open Ephys without a probe); sorters "
+                "need them: name a probeinterface JSON file in session.json as "
+                f"probes.{ctx.probe}.probe_file and run again"
+            )
         params = self.sorter_params()
         work = scratch_dir("sort")
         out = scratch_dir("sorting")
