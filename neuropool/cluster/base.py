@@ -40,7 +40,8 @@ class Pool(ABC):
 
     @abstractmethod
     def wait(self, futures: Iterable[Any], timeout: float | None = None) -> tuple[set, set]:
-        """Block until at least one future is done; return ``(done, not_done)``."""
+        """Block until at least one future is done, or ``timeout`` seconds have passed (then
+        ``done`` may be empty); return ``(done, not_done)``."""
 
     @abstractmethod
     def worker_resources(self) -> list[dict[str, float]]:

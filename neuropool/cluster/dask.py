@@ -37,6 +37,10 @@ class DaskPool(Pool):
         given to the first worker.
     security : distributed.Security, optional
         TLS settings for ``tls://`` addresses.
+    no_workers_timeout : float or None
+        For the LocalCluster: seconds a block may wait for a worker offering what it needs (a
+        GPU) before it fails with ``NoValidWorkerError`` instead of waiting forever (None: wait).
+        A remote scheduler has its own setting (``neuropool scheduler`` sets it).
     """
 
     kind = "dask"
@@ -51,6 +55,7 @@ class DaskPool(Pool):
         memory_limit: str | float = "auto",
         gpus: int | None = None,
         security: Any = None,
+        no_workers_timeout: float | None = 60.0,
     ) -> None:
         if address is not None and cluster is not None:
             raise ConfigError(
@@ -64,6 +69,8 @@ class DaskPool(Pool):
             raise ConfigError(f"{given} only apply to a LocalCluster that DaskPool starts itself")
         self._own_cluster = None
         dask.config.set(WORKER_CONFIG)
+        if no_workers_timeout is not None:
+            dask.config.set({"distributed.scheduler.no-workers-timeout": f"{no_workers_timeout}s"})
         if address is not None:
             self.client = Client(address, security=security, set_as_default=False)
         else:
@@ -116,8 +123,12 @@ class DaskPool(Pool):
         return self.client.submit(fn, *args, **kwargs)
 
     def wait(self, futures: Iterable[Any], timeout: float | None = None) -> tuple[set, set]:
-        with self.client.as_current():
-            done, not_done = wait(list(futures), timeout=timeout, return_when="FIRST_COMPLETED")
+        futures = list(futures)
+        try:
+            with self.client.as_current():
+                done, not_done = wait(futures, timeout=timeout, return_when="FIRST_COMPLETED")
+        except TimeoutError:  # distributed raises on timeout; the contract returns nothing done
+            return set(), set(futures)
         return set(done), set(not_done)
 
     def worker_resources(self) -> list[dict[str, float]]:

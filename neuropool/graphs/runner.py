@@ -20,6 +20,7 @@ import hashlib
 import json
 import posixpath
 import socket
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -35,7 +36,10 @@ from neuropool.io.store import DerivedAsset
 from neuropool.tasks.base import Task, TaskContext
 
 #: Node states, in the order a node goes through them.
-STATES = ("pending", "running", "done", "cached", "failed", "skipped")
+STATES = ("pending", "running", "done", "cached", "failed", "skipped", "cancelled")
+
+#: How often (s) the run loop wakes up to notice a cancellation while blocks are in flight.
+POLL_S = 0.5
 
 
 @dataclass
@@ -109,8 +113,10 @@ class _Execution:
     """The mutable state of one run; see :func:`run_graph`."""
 
     def __init__(self, graph: Graph, asset: DerivedAsset, pool: Pool,
-                 progress: Callable[[str, str, dict[str, Any]], None] | None) -> None:
+                 progress: Callable[[str, str, dict[str, Any]], None] | None,
+                 cancel: threading.Event | None = None) -> None:
         self.graph, self.asset, self.pool = graph, asset, pool
+        self.cancel_event = cancel or threading.Event()
         self.progress = progress or (lambda event, node, info: None)
         self.results = {nid: NodeResult(nid) for nid in graph.nodes}
         self.fingerprints: dict[str, str] = {}
@@ -262,8 +268,26 @@ class _Execution:
                 out.append(nid)
         return out
 
+    def cancel_all(self) -> None:
+        """Stop: cancel blocks in flight; running and pending nodes end ``cancelled``.
+
+        Nothing is committed for them, so a later run redoes them; what is committed stays.
+        """
+        for fut in list(self.inflight):
+            if hasattr(fut, "cancel"):
+                fut.cancel()
+        self.inflight.clear()
+        for nid, res in self.results.items():
+            if res.state in ("pending", "running"):
+                self.results[nid] = NodeResult(nid, "cancelled", error="cancelled by the user")
+                self.progress("cancelled", nid, {})
+        self.running.clear()
+
     def run(self) -> None:
         while True:
+            if self.cancel_event.is_set():
+                self.cancel_all()
+                break
             for nid in self.ready():
                 try:
                     self.start(nid)
@@ -273,7 +297,7 @@ class _Execution:
                 if not self.ready():
                     break
                 continue
-            done, _ = self.pool.wait(list(self.inflight))
+            done, _ = self.pool.wait(list(self.inflight), timeout=POLL_S)
             for fut in done:
                 if fut in self.inflight:
                     self.block_done(fut)
@@ -285,6 +309,7 @@ def run_graph(
     pool: Pool,
     *,
     progress: Callable[[str, str, dict[str, Any]], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> RunReport:
     """Validate ``graph`` against ``pool`` and run it, committing results into ``asset``.
 
@@ -298,7 +323,10 @@ def run_graph(
         Where blocks run.
     progress : callable, optional
         Called as ``progress(event, node_id, info)`` with events ``start``, ``block``, ``done``,
-        ``cached``, ``failed``, ``skipped``.
+        ``cached``, ``failed``, ``skipped``, ``cancelled``.
+    cancel : threading.Event, optional
+        Set it (from another thread) to stop the run: blocks in flight are cancelled, no new node
+        starts, and what is already committed stays committed.
 
     Returns
     -------
@@ -307,7 +335,7 @@ def run_graph(
     """
     graph.validate(pool.worker_resources())
     t0 = time.perf_counter()
-    execution = _Execution(graph, asset, pool, progress)
+    execution = _Execution(graph, asset, pool, progress, cancel)
     execution.run()
     asset.write_processing(graph.to_dict())
     return RunReport(asset, execution.results, time.perf_counter() - t0)

@@ -121,3 +121,32 @@ class ToyLoopB(Task):
 
 for _cls in (ToySource, ToyDouble, ToyFail, ToyGPU, ToyLoopA, ToyLoopB):
     register(_cls.name, _cls)
+
+
+class SlowParams(Params):
+    n_blocks: int = Field(4, ge=1)
+    seconds: float = Field(0.5, ge=0)
+    out_dir: str = ""
+
+
+class ToySlow(Task):
+    """Sleeps in each block and writes one file per block (to check nothing is written twice)."""
+
+    name = "toy_slow"
+    version = "1"
+    Params = SlowParams
+    inputs = ("toy.value",)
+    outputs = ("toy.slow",)
+
+    def setup(self, ctx: TaskContext) -> list[Any]:
+        return list(range(self.params.n_blocks))
+
+    def run_block(self, ctx: TaskContext, block: Any) -> Any:
+        import time
+
+        time.sleep(self.params.seconds)
+        urls.write_json(urls.join(ctx.outputs["toy.slow"], f"block{block}.json"), {"block": block})
+        return block
+
+
+register(ToySlow.name, ToySlow)

@@ -1,0 +1,123 @@
+"""The notebook entry point: ``pool = neuropool.connect(...)``, ``run = pool.submit(graph)``.
+
+The same graph runs on a laptop (an embedded Dask LocalCluster), a lab's Dask scheduler, or in
+this process for debugging. A :class:`Client` wraps a :class:`neuropool.cluster.Pool` and turns
+graphs or session URLs into background :class:`neuropool.graphs.run.Run` objects.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from neuropool.cluster import Pool
+from neuropool.cluster import connect as connect_pool
+from neuropool.graphs.config import PipelineConfig, load_config
+from neuropool.graphs.graph import Graph
+from neuropool.graphs.run import Run
+from neuropool.graphs.standard import standard_graph
+from neuropool.io import urls
+from neuropool.io.session import open_session
+from neuropool.io.store import DerivedAsset
+
+
+class Client:
+    """A connection to a pool, to submit graphs and sessions to.
+
+    Parameters
+    ----------
+    pool : neuropool.cluster.Pool
+        Where blocks run (see :func:`connect`).
+    """
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+        self.runs: list[Run] = []
+
+    def __repr__(self) -> str:
+        workers = self.pool.worker_resources()
+        gpus = sum(w.get("GPU", 0) for w in workers)
+        return f"<neuropool.Client {self.pool.kind} at {self.pool.address}: {len(workers)} worker(s), {gpus:g} GPU(s)>"
+
+    def submit(
+        self,
+        work: Graph | str,
+        *,
+        out: str | None = None,
+        asset: DerivedAsset | None = None,
+        config: str | dict[str, Any] | PipelineConfig | None = None,
+        storage_options: dict[str, Any] | None = None,
+        new: bool = False,
+        until: str | None = None,
+        only: list[str] | None = None,
+    ) -> Run:
+        """Start running a graph, or the standard graph of a session, and return at once.
+
+        Parameters
+        ----------
+        work : Graph or str
+            A graph (its ``sources`` name the raw recordings), or a session URL (folder or file),
+            for which the standard graph is built with ``config``.
+        out : str, optional
+            Folder for the derived asset; default: the folder holding the session.
+        asset : DerivedAsset, optional
+            Write into this asset instead (resuming what it has committed).
+        config : path, dict or PipelineConfig, optional
+            Pipeline parameters, for a session URL.
+        storage_options : dict, optional
+            fsspec options for the session and the asset (credentials, endpoint).
+        new : bool
+            Start a new asset instead of resuming the latest one for this session.
+        until, only : optional
+            Restrict the graph, as ``neuropool run --until/--only`` (see :meth:`Graph.subset`).
+        """
+        if isinstance(work, str):
+            cfg = config if isinstance(config, PipelineConfig) else load_config(config)
+            session = open_session(work, storage_options)
+            graph = standard_graph(session, cfg)
+            label, source = cfg.label, session.url
+        else:
+            graph = work
+            label = "processed"
+            source = graph.session.get("url") or next(iter(graph.sources.values()), None)
+        if until or only:
+            graph = graph.subset(until=until, only=only)
+        if asset is None:
+            if source is None:
+                raise ValueError("the graph has no sources and no session url: pass asset=")
+            fs, path = urls.get_fs(source, storage_options)
+            session_dir = source if fs.isdir(path) else urls.parent(source)
+            root = out or urls.parent(session_dir)
+            make = DerivedAsset.create if new else DerivedAsset.open_or_create
+            asset = make(root, session_dir, label=label, storage_options=storage_options)
+        run = Run(graph, asset, self.pool)
+        self.runs.append(run)
+        return run
+
+    def close(self) -> None:
+        """Cancel unfinished runs, wait for them, and release the pool."""
+        for run in self.runs:
+            if not run.done():
+                run.cancel()
+                run.wait(30)
+        self.pool.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def connect(address: str | None = None, **kwargs: Any) -> Client:
+    """Connect to a pool, or start one, and return a :class:`Client`.
+
+    Parameters
+    ----------
+    address : str, optional
+        ``None``: start a Dask LocalCluster on this machine. ``"inprocess"``: run in this
+        process. ``"tcp://host:8786"`` / ``"tls://host:8786"``: a running Dask scheduler (pass
+        ``security=`` for TLS).
+    **kwargs
+        Passed to the pool (``n_workers``, ``threads_per_worker``, ``gpus``, ``security``...).
+    """
+    return Client(connect_pool(address, **kwargs))
