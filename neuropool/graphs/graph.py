@@ -127,7 +127,9 @@ class Graph:
 
     def topological_order(self) -> list[str]:
         """Node ids, each after everything it depends on; GraphError on a cycle."""
-        deps = {nid: set(self.upstream(nid)) for nid in self.nodes}
+        deps: dict[str, set[str]] = {nid: set() for nid in self.nodes}
+        for a, b in self.edges():
+            deps[b].add(a)
         order: list[str] = []
         while deps:
             ready = sorted(n for n, d in deps.items() if not d)

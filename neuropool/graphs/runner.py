@@ -123,6 +123,12 @@ class _Execution:
         self.inflight: dict[Any, tuple[str, int]] = {}
         self.running: dict[str, dict[str, Any]] = {}
         self.producers = graph.producers()
+        self.graph_dict = graph.to_dict()
+        self.ups: dict[str, list[str]] = {nid: [] for nid in graph.nodes}
+        for a, b in graph.edges():
+            self.ups[b].append(a)
+        self.commits = asset.commits()  # read once; kept in step with every commit and uncommit
+        self._written = 0.0
 
     # -- fingerprints and contexts ----------------------------------------------------------
 
@@ -138,7 +144,7 @@ class _Execution:
         if key in self.producers:
             return self.fingerprints[self.producers[key]]
         producer = self.graph.external.get(key)
-        commit = self.asset.read_commit(producer) if producer else None
+        commit = self.commits.get(producer) if producer else None
         if commit is None:
             raise GraphError(
                 f"input {key} is not committed in {self.asset.url}; run the task that makes it "
@@ -167,7 +173,7 @@ class _Execution:
             "inputs": {name: self.input_fingerprint(key) for name, key in node.inputs.items()},
         })
         self.fingerprints[nid] = fp
-        commit = self.asset.read_commit(nid)
+        commit = self.commits.get(nid)
         if commit is not None and commit.get("fingerprint") == fp:
             self.results[nid] = NodeResult(nid, "cached", commit.get("summary", {}), wall_s=0.0)
             self.progress("cached", nid, {})
@@ -175,7 +181,8 @@ class _Execution:
         ctx = self.context(node)
         self.asset.uncommit(nid)  # from here on, the old outputs no longer count
         if commit is not None:  # and provenance must not list them, even if this run is killed
-            self.asset.write_processing(self.graph.to_dict())
+            del self.commits[nid]
+            self.write_processing(force=True)
         for url in ctx.outputs.values():
             self.asset.clear(url)
         started = datetime.now()
@@ -220,7 +227,7 @@ class _Execution:
             self.fail(nid, e)
             return
         wall = time.perf_counter() - run["t0"]
-        self.asset.commit(nid, {
+        record = {
             "task": task.name,
             "version": task.version,
             "parameters": task.params.model_dump(mode="json"),
@@ -233,10 +240,21 @@ class _Execution:
             "resources": task.resources().model_dump(),
             "fingerprint": self.fingerprints[nid],
             "summary": summary,
-        })
-        self.asset.write_processing(self.graph.to_dict())
+        }
+        self.asset.commit(nid, record)
+        self.commits[nid] = {"node": nid, **record}
+        self.write_processing()
         self.results[nid] = NodeResult(nid, "done", summary, wall_s=wall)
         self.progress("done", nid, {"wall_s": wall})
+
+    def write_processing(self, force: bool = False) -> None:
+        """Rewrite ``processing.json``: always after a withdrawal, else at most once a second
+        (a graph of thousands of nodes would otherwise rewrite it thousands of times); the run
+        writes it once more at its end."""
+        now = time.perf_counter()
+        if force or now - self._written >= 1.0:
+            self.asset.write_processing(self.graph_dict, self.commits)
+            self._written = now
 
     def fail(self, nid: str, exc: BaseException) -> None:
         run = self.running.pop(nid, None)
@@ -263,7 +281,7 @@ class _Execution:
         for nid, res in self.results.items():
             if res.state != "pending":
                 continue
-            ups = [self.results[u].state for u in self.graph.upstream(nid)]
+            ups = [self.results[u].state for u in self.ups[nid]]
             if all(s in ("done", "cached") for s in ups):
                 out.append(nid)
         return out
@@ -337,5 +355,5 @@ def run_graph(
     t0 = time.perf_counter()
     execution = _Execution(graph, asset, pool, progress, cancel)
     execution.run()
-    asset.write_processing(graph.to_dict())
+    execution.write_processing(force=True)
     return RunReport(asset, execution.results, time.perf_counter() - t0)

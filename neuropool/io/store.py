@@ -174,9 +174,15 @@ class DerivedAsset:
 
     # -- provenance -----------------------------------------------------------------------
 
-    def write_processing(self, graph: dict[str, Any]) -> dict[str, Any]:
-        """Regenerate ``processing.json`` from the commit markers and the graph that ran."""
-        processes = sorted(self.commits().values(), key=lambda r: r.get("start_date_time", ""))
+    def write_processing(self, graph: dict[str, Any],
+                         commits: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Regenerate ``processing.json`` from the commit markers and the graph that ran.
+
+        ``commits`` may give the markers' content when the caller already holds it (the runner
+        does), to avoid reading every marker again.
+        """
+        commits = self.commits() if commits is None else commits
+        processes = sorted(commits.values(), key=lambda r: r.get("start_date_time", ""))
         doc = {
             "schema_version": "1",
             "processing_pipeline": {
