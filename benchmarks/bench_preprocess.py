@@ -7,7 +7,10 @@ processes). neuropool runs the same steps as chunk tasks on a Dask LocalCluster 
 single-threaded workers, reading the raw zarr store written by ``decompress``. Both write float32.
 Reported: wall time, ratio, peak resident memory of the whole process tree (sampled every 50 ms).
 
-Usage: ``python benchmarks/bench_preprocess.py [--duration 20] [--workers 2]``
+With ``--workers 1 2`` neuropool runs once per pool size (scaling efficiency = speed-up over one
+worker / number of workers); SpikeInterface runs with the largest ``n_jobs``.
+
+Usage: ``python benchmarks/bench_preprocess.py [--duration 20] [--workers 1 2]``
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from bench_decompress import PeakRSS
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--duration", type=float, default=20.0)
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = ap.parse_args()
 
     import spikeinterface.extractors as se
@@ -41,28 +44,38 @@ def main() -> None:
     try:
         session = make_demo_session(tmp / "raw", duration=args.duration, n_units=10, seed=2, compress=False)
         graph = standard_graph(open_session(str(session)))
-        asset = DerivedAsset.create(str(tmp / "derived"), str(session))
-        with connect(n_workers=args.workers, threads_per_worker=1) as pool:
-            pool.client.run(importlib.import_module, "neuropool.tasks.preprocess")
-            assert run_graph(graph.subset(until="decompress"), asset, pool).ok
-            with PeakRSS() as mem_np:
-                t0 = time.perf_counter()
-                report = run_graph(graph.subset(only=["preprocess"]), asset, pool)
-                t_np = time.perf_counter() - t0
-            assert report.ok, report.failed()
+        times: dict[int, float] = {}
+        peaks: dict[int, float] = {}
+        for n in args.workers:
+            asset = DerivedAsset.create(str(tmp / f"derived{n}"), str(session))
+            with connect(n_workers=n, threads_per_worker=1) as pool:
+                pool.client.run(importlib.import_module, "neuropool.tasks.preprocess")
+                assert run_graph(graph.subset(until="decompress"), asset, pool).ok
+                with PeakRSS() as mem:
+                    t0 = time.perf_counter()
+                    report = run_graph(graph.subset(only=["preprocess"]), asset, pool)
+                    times[n] = time.perf_counter() - t0
+                peaks[n] = mem.peak / 2**20
+                assert report.ok, report.failed()
 
+        n_si = max(args.workers)
         rec = se.read_spikeglx(str(session / "raw_ephys_data" / "probe00"), stream_id="imec0.ap")
         rec = spre.phase_shift(rec, dtype="float32")
         rec = spre.highpass_filter(rec, freq_min=300.0, filter_order=3, dtype="float32")
         rec = spre.common_reference(rec, reference="global", operator="median")
         with PeakRSS() as mem_si:
             t0 = time.perf_counter()
-            rec.save(folder=tmp / "si", n_jobs=args.workers, chunk_duration="1s", progress_bar=False)
+            rec.save(folder=tmp / "si", n_jobs=n_si, chunk_duration="1s", progress_bar=False)
             t_si = time.perf_counter() - t0
-        print("| recording | SpikeInterface save (n_jobs) | neuropool preprocess (workers) | speed-up | peak RSS SI | peak RSS neuropool |")
+        print(f"Recording: {args.duration:g} s x 384 channels; SpikeInterface save with n_jobs={n_si}: "
+              f"{t_si:.1f} s ({args.duration / t_si:.2f}x real time), peak RSS {mem_si.peak / 2**20:.0f} MB")
+        print()
+        print("| neuropool workers | wall | x real time | scaling efficiency | vs SpikeInterface | peak RSS |")
         print("|---|---|---|---|---|---|")
-        print(f"| {args.duration:g} s x 384 ch | {t_si:.1f} s ({args.workers}) | {t_np:.1f} s ({args.workers}) "
-              f"| {t_si / t_np:.2f}x | {mem_si.peak / 2**20:.0f} MB | {mem_np.peak / 2**20:.0f} MB |")
+        base = times[min(times)] * min(times)
+        for n, t in times.items():
+            print(f"| {n} | {t:.1f} s | {args.duration / t:.2f}x | {base / (n * t):.0%} | "
+                  f"{t_si / t:.2f}x | {peaks[n]:.0f} MB |")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
