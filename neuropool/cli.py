@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from neuropool import __version__
+from neuropool.cluster.commands import add_tls_args
 from neuropool.errors import ConfigError, NeuropoolError
 
 TASK_CHOICES = ("decompress", "preprocess", "sort", "qc", "localize", "export")
@@ -34,20 +35,23 @@ def _progress(t0: float) -> Any:
     return report
 
 
-def _pool(address: str | None, workers: int | None) -> Any:
+def _pool(address: str | None, workers: int | None, tls: tuple[str | None, ...] = (None, None, None)) -> Any:
     from neuropool.cluster import connect
+    from neuropool.cluster.tls import check_tls_files, security_from_files
 
     if address in (None, "local"):
         n = workers or os.cpu_count() or 1
         return connect(None, n_workers=n, threads_per_worker=1)
     if workers is not None:
         raise ConfigError("--workers applies to the embedded LocalCluster only, not with --cluster ADDRESS")
+    if check_tls_files(*tls):
+        return connect(address, security=security_from_files(*tls))
     return connect(address)
 
 
 def run_session(source: str, *, out: str | None, config: str | None, cluster: str | None,
                 until: str | None, only: list[str] | None, workers: int | None, new: bool,
-                with_summary: bool = True) -> int:
+                with_summary: bool = True, tls: tuple[str | None, ...] = (None, None, None)) -> int:
     """Run the standard graph on a session; print progress and the summary; return the exit code."""
     from neuropool.graphs import load_config, run_graph, standard_graph
     from neuropool.io import urls
@@ -70,7 +74,7 @@ def run_session(source: str, *, out: str | None, config: str | None, cluster: st
     print(f"Session {session.name}: {len(session.probes)} probe(s): {', '.join(session.probes)}")
     print(f"Derived asset: {asset.url}")
     t0 = time.perf_counter()
-    with _pool(cluster, workers) as pool:
+    with _pool(cluster, workers, tls) as pool:
         print(f"Pool: {pool.kind} at {pool.address}, {len(pool.worker_resources())} worker(s)", flush=True)
         report = run_graph(graph, asset, pool, progress=_progress(t0))
     if with_summary:
@@ -105,7 +109,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             fs.put(str(session) + "/", path + "/", recursive=True)
         print(f"[{time.perf_counter() - t0:7.1f} s] session written: {session_url}", flush=True)
         return run_session(session_url, out=out, config=args.config, cluster=args.cluster,
-                           until=None, only=None, workers=args.workers, new=True)
+                           until=None, only=None, workers=args.workers, new=True, tls=_tls(args))
     finally:
         if remote:
             shutil.rmtree(root, ignore_errors=True)
@@ -113,7 +117,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     return run_session(args.source, out=args.out, config=args.config, cluster=args.cluster,
-                       until=args.until, only=args.only, workers=args.workers, new=args.new)
+                       until=args.until, only=args.only, workers=args.workers, new=args.new,
+                       tls=_tls(args))
+
+
+def _tls(args: argparse.Namespace) -> tuple[str | None, str | None, str | None]:
+    return (args.tls_ca_file, args.tls_cert, args.tls_key)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,10 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", metavar="FILE", help="pipeline YAML (default: built-in "
                        "defaults, as in configs/pipeline/default.yaml)")
         p.add_argument("--cluster", metavar="ADDRESS", help="Dask scheduler to use, e.g. "
-                       "tcp://host:8786; 'inprocess' runs everything in this process; default: an "
-                       "embedded LocalCluster")
+                       "tcp://host:8786, or tls://host:8786 with the --tls-* options (or the "
+                       "DASK_DISTRIBUTED__COMM__TLS__* variables that neuropool certs prints); "
+                       "'inprocess' runs everything in this process; default: an embedded "
+                       "LocalCluster")
         p.add_argument("--workers", type=int, metavar="N", help="workers of the embedded "
                        "LocalCluster (default: one per core)")
+        add_tls_args(p, "client")
 
     demo = sub.add_parser(
         "demo", help="generate a realistic Neuropixels session and process it end to end",
@@ -171,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="start a new derived asset instead of resuming the latest one")
     pool_args(run)
     run.set_defaults(func=cmd_run)
+    from neuropool.cluster.commands import register_commands
+
+    register_commands(sub)
     return parser
 
 
