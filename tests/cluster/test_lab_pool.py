@@ -348,9 +348,9 @@ def test_certs_and_a_tls_pool_that_refuses_strangers(procs, tmp_path):
     t0 = time.monotonic()
     stranger = security_from_files(other / "ca.pem", other / "client.pem", other / "client-key.pem")
     with pytest.raises(OSError, match="TLS certificate does not match"):
-        Client(address, security=stranger, timeout="5s").close()
+        Client(address, security=stranger, timeout="5s", set_as_default=False).close()
     with pytest.raises(OSError):  # the scheduler resets a connection that does not speak TLS
-        Client(address.replace("tls://", "tcp://"), timeout="5s").close()
+        Client(address.replace("tls://", "tcp://"), timeout="5s", set_as_default=False).close()
     assert time.monotonic() - t0 < 15
     # and so is a worker holding another CA's certificate: it exits, saying why
     intruder = procs("worker", address, "--nthreads", "1", "--gpus", "0", *tls(other, "worker"))
