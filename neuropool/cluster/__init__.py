@@ -17,11 +17,17 @@ def connect(address: str | None = None, **kwargs: Any) -> Pool:
         ``None`` or ``"local"``: start a Dask LocalCluster on this machine.
         ``"inprocess"``: run everything in this process (debugging).
         ``tcp://HOST:PORT`` / ``tls://HOST:PORT``: connect to a running Dask scheduler.
+        ``"ray"``: start Ray in this process; ``ray://HOST:10001``: a running Ray cluster
+        (needs the ``ray`` extra).
     **kwargs
         Passed to the pool (see :class:`neuropool.cluster.dask.DaskPool`).
     """
     if address in ("inprocess", "in-process"):
         return InProcessPool(**kwargs)
+    if address == "ray" or (address or "").startswith("ray://"):
+        from neuropool.cluster.ray import RayPool
+
+        return RayPool(None if address == "ray" else address, **kwargs)
     from neuropool.cluster.dask import DaskPool
 
     if address in (None, "local"):
