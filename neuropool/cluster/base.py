@@ -61,3 +61,31 @@ class Pool(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def worker_identity() -> str:
+    """Who is running the calling code: ``host`` plus the Dask worker's name or Ray node id.
+
+    Recorded in provenance, so ``processing.json`` says which worker of a pool ran each node (the
+    host name alone does not tell workers on one machine apart).
+    """
+    import socket
+    import sys
+
+    host = socket.gethostname()
+    if "distributed" in sys.modules:
+        try:
+            from distributed import get_worker
+
+            return f"{host}/dask:{get_worker().name}"
+        except ValueError:  # not inside a Dask worker
+            pass
+    if "ray" in sys.modules:
+        try:
+            import ray
+
+            if ray.is_initialized():
+                return f"{host}/ray:{ray.get_runtime_context().get_node_id()[:12]}"
+        except Exception:  # noqa: BLE001 - identity is best effort
+            pass
+    return host

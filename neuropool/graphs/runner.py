@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from neuropool.cluster.base import Pool
+from neuropool.cluster.base import Pool, worker_identity
 from neuropool.errors import GraphError, StoreError
 from neuropool.graphs.graph import Graph, Node
 from neuropool.io import urls
@@ -73,8 +73,8 @@ class RunReport:
 
 
 def _run_block(task: Task, ctx: TaskContext, block: Any) -> tuple[Any, str]:
-    """What a worker executes: one block of one task; returns its result and the host's name."""
-    return task.run_block(ctx, block), socket.gethostname()
+    """What a worker executes: one block of one task; returns its result and who ran it."""
+    return task.run_block(ctx, block), worker_identity()
 
 
 def _digest(obj: Any) -> str:

@@ -61,3 +61,23 @@ def test_dask_local_cluster_runs_in_other_processes_and_routes_gpu_work():
         bad = pool.submit(boom, retries=1)
         done, _ = pool.wait([bad])
         assert bad in done and isinstance(bad.exception(), RuntimeError)
+
+
+def test_provenance_names_the_worker_that_ran_each_node(tmp_path):
+    import json
+
+    from neuropool.graphs.graph import Graph
+    from neuropool.graphs.runner import run_graph
+    from neuropool.io.store import DerivedAsset
+    from tests.graphs import toytasks  # noqa: F401
+
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "a.json").write_text(json.dumps({"value": 1}))
+    g = Graph({"probe00/ephys.source": str(tmp_path / "raw" / "a.json")})
+    g.add("toy_source", "probe00")
+    asset = DerivedAsset.create(str(tmp_path / "d"), str(tmp_path / "raw"))
+    with connect(n_workers=1, threads_per_worker=1, gpus=0) as pool:
+        names = [w["name"] for w in pool.client.scheduler_info(n_workers=-1)["workers"].values()]
+        assert run_graph(g, asset, pool).ok
+    hosts = asset.read_processing()["processing_pipeline"]["data_processes"][0]["host"]
+    assert hosts == [f"{__import__('socket').gethostname()}/dask:{names[0]}"]
