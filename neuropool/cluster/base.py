@@ -80,10 +80,9 @@ def worker_identity() -> str:
             return f"{host}/dask:{get_worker().name}"
         except ValueError:  # not inside a Dask worker
             pass
-    if "ray" in sys.modules:
+    ray = sys.modules.get("ray")  # only if the Ray pool already imported it
+    if ray is not None:
         try:
-            import ray
-
             if ray.is_initialized():
                 return f"{host}/ray:{ray.get_runtime_context().get_node_id()[:12]}"
         except Exception:  # noqa: BLE001 - identity is best effort

@@ -6,7 +6,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import dask
-from distributed import Client, LocalCluster, wait
+from distributed import Client, LocalCluster
+from distributed.client import _wait
 
 from neuropool.cluster.base import Pool
 from neuropool.cluster.gpus import count_gpus
@@ -123,13 +124,15 @@ class DaskPool(Pool):
         return self.client.submit(fn, *args, **kwargs)
 
     def wait(self, futures: Iterable[Any], timeout: float | None = None) -> tuple[set, set]:
+        # distributed.wait() uses the default client; Client.as_current() would give it ours but
+        # also sets dask's process-wide scheduler config, which concurrent runs (threads) leak.
+        # So call wait's coroutine on our own client, as distributed.wait itself does.
         futures = list(futures)
         try:
-            with self.client.as_current():
-                done, not_done = wait(futures, timeout=timeout, return_when="FIRST_COMPLETED")
+            result = self.client.sync(_wait, futures, timeout=timeout, return_when="FIRST_COMPLETED")
         except TimeoutError:  # distributed raises on timeout; the contract returns nothing done
             return set(), set(futures)
-        return set(done), set(not_done)
+        return set(result.done), set(result.not_done)
 
     def worker_resources(self) -> list[dict[str, float]]:
         workers = self.client.scheduler_info(n_workers=-1)["workers"]

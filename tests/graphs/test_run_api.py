@@ -97,3 +97,17 @@ def test_a_block_needing_a_missing_resource_fails_in_bounded_time():
         assert fut.done() and fut.exception() is not None
         assert "GPU" in str(fut.exception()) or "valid" in type(fut.exception()).__name__.lower()
         assert time.perf_counter() - t0 < 30
+
+
+def test_concurrent_runs_leave_dask_global_config_alone(tmp_path):
+    import dask
+
+    before = dask.config.get("scheduler", None)
+    runs = []
+    with neuropool.connect(n_workers=2, threads_per_worker=1, gpus=0) as pool:
+        for i in range(3):
+            raw = toy_session(tmp_path / "raw", f"s{i}", float(i))
+            runs.append(pool.submit(toy_graph(raw, slow=0.3, n_slow=3), out=str(tmp_path / "d")))
+        for run in runs:
+            run.result(timeout=120)
+    assert dask.config.get("scheduler", None) == before
