@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -120,7 +121,7 @@ class DaskPool(Pool):
         if resources:
             kwargs["resources"] = resources
         if key:
-            kwargs["key"] = f"{key}-{dask.base.tokenize(fn, *args, pure=False)}"
+            kwargs["key"] = f"{key}-{uuid.uuid4().hex}"  # readable and unique; hashing args would cost
         return self.client.submit(fn, *args, **kwargs)
 
     def wait(self, futures: Iterable[Any], timeout: float | None = None) -> tuple[set, set]:
