@@ -11,12 +11,10 @@ from typing import Any
 
 from neuropool.cluster import Pool
 from neuropool.cluster import connect as connect_pool
-from neuropool.graphs.config import PipelineConfig, load_config
+from neuropool.graphs.config import PipelineConfig
 from neuropool.graphs.graph import Graph
 from neuropool.graphs.run import Run
-from neuropool.graphs.standard import standard_graph
-from neuropool.io import urls
-from neuropool.io.session import open_session
+from neuropool.graphs.standard import plan
 from neuropool.io.store import DerivedAsset
 
 
@@ -70,25 +68,8 @@ class Client:
         until, only : optional
             Restrict the graph, as ``neuropool run --until/--only`` (see :meth:`Graph.subset`).
         """
-        if isinstance(work, str):
-            cfg = config if isinstance(config, PipelineConfig) else load_config(config)
-            session = open_session(work, storage_options)
-            graph = standard_graph(session, cfg)
-            label, source = cfg.label, session.url
-        else:
-            graph = work
-            label = "processed"
-            source = graph.session.get("url") or next(iter(graph.sources.values()), None)
-        if until or only:
-            graph = graph.subset(until=until, only=only)
-        if asset is None:
-            if source is None:
-                raise ValueError("the graph has no sources and no session url: pass asset=")
-            fs, path = urls.get_fs(source, storage_options)
-            session_dir = source if fs.isdir(path) else urls.parent(source)
-            root = out or urls.parent(session_dir)
-            make = DerivedAsset.create if new else DerivedAsset.open_or_create
-            asset = make(root, session_dir, label=label, storage_options=storage_options)
+        graph, asset = plan(work, out=out, asset=asset, config=config, storage_options=storage_options,
+                            new=new, until=until, only=only)
         run = Run(graph, asset, self.pool)
         self.runs.append(run)
         return run

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import os
 import signal
 from pathlib import Path
@@ -155,9 +154,7 @@ def _started_message(server: Any) -> str:
         port = getattr(getattr(server, "http_server", None), "port", None)
         if port:
             host = address.split("://", 1)[-1].rsplit(":", 1)[0]
-            note = "" if importlib.util.find_spec("bokeh") else \
-                " (its pages need bokeh: pip install 'bokeh>=3.1')"
-            lines.append(f"Dashboard: http://{host}:{port}/status{note}")
+            lines.append(f"Dashboard: http://{host}:{port}/status")
         return "\n".join(lines)
     return f"Worker {server.worker_address} (nanny {server.address}) joined the pool at {server.scheduler_addr}"
 

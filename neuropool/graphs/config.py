@@ -7,6 +7,7 @@ leaves out keeps its default.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -74,3 +75,35 @@ def load_config(source: str | Path | dict[str, Any] | None = None) -> PipelineCo
             for err in e.errors()
         )
         raise ConfigError(f"{where}: invalid pipeline configuration:\n{problems}") from None
+
+
+def config_dirs() -> list[Path]:
+    """Where named pipeline configs are looked up: ``$NEUROPOOL_CONFIG_DIR``, then
+    ``configs/pipeline/`` under the working directory."""
+    dirs = [Path(d) for d in os.environ.get("NEUROPOOL_CONFIG_DIR", "").split(os.pathsep) if d]
+    return [*dirs, Path.cwd() / "configs" / "pipeline"]
+
+
+def config_by_name(name_or_path: str | None) -> PipelineConfig:
+    """A pipeline config by name (``default``, ``aind`` -> ``<dir>/aind.yaml``) or by path.
+
+    ``None`` and ``"default"`` give the built-in defaults.
+
+    Raises
+    ------
+    ConfigError
+        When there is no such config (listing those there are), or it is invalid.
+    """
+    if name_or_path in (None, "", "default"):
+        return PipelineConfig()
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return load_config(path)
+    for folder in config_dirs():
+        if (folder / f"{name_or_path}.yaml").is_file():
+            return load_config(folder / f"{name_or_path}.yaml")
+    known = sorted({p.stem for d in config_dirs() if d.is_dir() for p in d.glob("*.yaml")} | {"default"})
+    raise ConfigError(
+        f"config {name_or_path!r}: no such file, and no {name_or_path}.yaml in "
+        f"{', '.join(map(str, config_dirs()))}; named configs: {', '.join(known)}"
+    )

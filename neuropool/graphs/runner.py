@@ -12,6 +12,10 @@ For every node, in dependency order (independent nodes concurrently):
    with the cause; other branches go on.
 
 ``processing.json`` is rewritten after each commit, so it always describes what is committed.
+
+:func:`run_graph` drives all of this itself. An outside scheduler (the Prefect flows) drives an
+:class:`Execution` node by node instead, with :meth:`Execution.run_node`, from as many threads as
+it likes; :func:`stale_nodes` says which nodes a run would redo, without running anything.
 """
 
 from __future__ import annotations
@@ -109,8 +113,12 @@ def source_fingerprint(url: str, storage_options: dict[str, Any] | None = None) 
                                           for p in files}})
 
 
-class _Execution:
-    """The mutable state of one run; see :func:`run_graph`."""
+class Execution:
+    """The mutable state of one run of ``graph`` into ``asset`` on ``pool``.
+
+    :func:`run_graph` drives it with :meth:`run`; other schedulers call :meth:`run_node` per
+    node (thread-safe) and :meth:`close` at the end.
+    """
 
     def __init__(self, graph: Graph, asset: DerivedAsset, pool: Pool,
                  progress: Callable[[str, str, dict[str, Any]], None] | None,
@@ -129,6 +137,7 @@ class _Execution:
             self.ups[b].append(a)
         self.commits = asset.commits()  # read once; kept in step with every commit and uncommit
         self._written = 0.0
+        self.lock = threading.RLock()  # for run_node, called from several threads
 
     # -- fingerprints and contexts ----------------------------------------------------------
 
@@ -164,17 +173,29 @@ class _Execution:
 
     # -- node life cycle --------------------------------------------------------------------
 
-    def start(self, nid: str) -> None:
+    def fingerprint(self, nid: str) -> str:
+        """The node's fingerprint (its upstream nodes' must be known already)."""
         node = self.graph.nodes[nid]
         task = node.make_task()
         fp = _digest({
             "task": node.task, "version": task.version,
-            "params": task.params.model_dump(mode="json"),
+            "params": task.params.fingerprint_fields(),
             "inputs": {name: self.input_fingerprint(key) for name, key in node.inputs.items()},
         })
         self.fingerprints[nid] = fp
+        return fp
+
+    def is_current(self, nid: str) -> bool:
+        """Whether the asset holds a commit of ``nid`` made with its current fingerprint."""
+        fp = self.fingerprint(nid)  # always: a node that runs records it in its commit
         commit = self.commits.get(nid)
-        if commit is not None and commit.get("fingerprint") == fp:
+        return commit is not None and commit.get("fingerprint") == fp
+
+    def start(self, nid: str, retries: int | None = None) -> None:
+        node = self.graph.nodes[nid]
+        task = node.make_task()
+        commit = self.commits.get(nid)
+        if self.is_current(nid):
             self.results[nid] = NodeResult(nid, "cached", commit.get("summary", {}), wall_s=0.0)
             self.progress("cached", nid, {})
             return
@@ -197,7 +218,7 @@ class _Execution:
         self.progress("start", nid, {"blocks": len(blocks)})
         for i, block in enumerate(blocks):
             fut = self.pool.submit(_run_block, task, ctx, block, resources=resources,
-                                   retries=node.retries, key=nid)
+                                   retries=node.retries if retries is None else retries, key=nid)
             self.inflight[fut] = (nid, i)
 
     def block_done(self, fut: Any) -> None:
@@ -301,6 +322,67 @@ class _Execution:
                 self.progress("cancelled", nid, {})
         self.running.clear()
 
+    def run_node(self, nid: str, *, block_retries: int | None = None) -> NodeResult:
+        """Run one node now, in the calling thread, and return its result (never raises).
+
+        Its upstream nodes must have ended; if one of them did not succeed the node is
+        ``skipped``. Calling it again for a failed node runs it again (a retry), reopening the
+        nodes that were skipped because of it.
+
+        Parameters
+        ----------
+        nid : str
+            The node.
+        block_retries : int, optional
+            Retries of each block on the pool (default: the node's own ``retries``). A scheduler
+            that retries whole nodes itself passes 0.
+        """
+        with self.lock:
+            self._reopen(nid)
+            bad = [u for u in self.ups[nid] if self.results[u].state not in ("done", "cached")]
+            if bad:
+                cause = f"not run: upstream {bad[0]} {self.results[bad[0]].state}"
+                self.results[nid] = NodeResult(nid, "skipped", error=cause)
+                self.progress("skipped", nid, {"cause": bad[0]})
+                return self.results[nid]
+            try:
+                self.start(nid, retries=block_retries)
+            except Exception as e:  # noqa: BLE001 - a node's setup failing fails that node
+                self.fail(nid, e)
+        while True:
+            with self.lock:
+                mine = [f for f, (n, _) in self.inflight.items() if n == nid]
+                if mine and self.cancel_event.is_set():
+                    self.fail(nid, RuntimeError("cancelled by the user"))
+                    self.results[nid].state = "cancelled"
+                    mine = []
+            if not mine:
+                break
+            done, _ = self.pool.wait(mine, timeout=POLL_S)
+            with self.lock:
+                for fut in done:
+                    if fut in self.inflight:
+                        self.block_done(fut)
+        with self.lock:
+            self.write_processing()
+            return self.results[nid]
+
+    def _reopen(self, nid: str) -> None:
+        """Make a failed node pending again, with the nodes skipped because of it."""
+        if self.results[nid].state not in ("failed", "cancelled"):
+            return
+        self.results[nid] = NodeResult(nid)
+        for down in self.graph.downstream(nid):
+            if self.results[down].state == "skipped" and \
+                    (self.results[down].error or "").endswith(f"upstream {nid} failed"):
+                self.results[down] = NodeResult(down)
+
+    def close(self) -> RunReport:
+        """Write the final ``processing.json`` and return the report (for :meth:`run_node` users)."""
+        with self.lock:
+            self.write_processing(force=True)
+            return RunReport(self.asset, dict(self.results))
+
     def run(self) -> None:
         while True:
             if self.cancel_event.is_set():
@@ -353,7 +435,20 @@ def run_graph(
     """
     graph.validate(pool.worker_resources())
     t0 = time.perf_counter()
-    execution = _Execution(graph, asset, pool, progress, cancel)
+    execution = Execution(graph, asset, pool, progress, cancel)
     execution.run()
     execution.write_processing(force=True)
     return RunReport(asset, execution.results, time.perf_counter() - t0)
+
+
+def stale_nodes(graph: Graph, asset: DerivedAsset) -> list[str]:
+    """The nodes of ``graph`` that a run into ``asset`` would (re)do, in dependency order.
+
+    Nothing runs and nothing is read but commit markers and the raw files' size and date: a
+    node is stale when ``asset`` holds no commit of it with its current fingerprint (task
+    version, parameters, inputs). An empty list means the asset is up to date.
+    """
+    from neuropool.cluster.local import InProcessPool
+
+    execution = Execution(graph, asset, InProcessPool(gpus=0), None)
+    return [nid for nid in graph.topological_order() if not execution.is_current(nid)]

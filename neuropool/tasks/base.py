@@ -26,11 +26,21 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from neuropool.errors import ConfigError
 
+#: Mark a parameter that says *how* a task runs, not *what* it computes (cores, GPUs):
+#: ``Field(..., json_schema_extra=RUN_ONLY)``. Changing it does not redo committed work.
+RUN_ONLY: dict[str, Any] = {"run_only": True}
+
 
 class Params(BaseModel):
     """Base of every task's parameter model: unknown fields are errors, values are checked."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def fingerprint_fields(self) -> dict[str, Any]:
+        """The parameters that decide the outputs (all but the ``RUN_ONLY`` ones), as JSON."""
+        run_only = {name for name, f in type(self).model_fields.items()
+                    if isinstance(f.json_schema_extra, dict) and f.json_schema_extra.get("run_only")}
+        return self.model_dump(mode="json", exclude=run_only)
 
 
 class Resources(BaseModel):

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from neuropool.io.sirecording import StoreRecording
 from neuropool.tasks._scratch import fetch, publish, scratch_dir
-from neuropool.tasks.base import Params, Resources, Task, TaskContext
+from neuropool.tasks.base import RUN_ONLY, Params, Resources, Task, TaskContext
 
 #: Quality metrics always computed (SpikeInterface names); thresholds may use any of their columns.
 METRICS = ("num_spikes", "firing_rate", "presence_ratio", "snr", "isi_violation",
@@ -72,7 +72,8 @@ class QCParams(Params):
     max_spikes_per_unit: int = Field(500, ge=10, description="spikes sampled for waveforms")
     ms_before: float = Field(1.0, gt=0, le=10)
     ms_after: float = Field(2.0, gt=0, le=10)
-    n_jobs: int = Field(-1, description="processes for waveform extraction; -1 = all cores")
+    n_jobs: int = Field(-1, description="processes for waveform extraction; -1 = all cores",
+                        json_schema_extra=RUN_ONLY)
     metric_params: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="SpikeInterface quality-metric parameters, by metric")
 

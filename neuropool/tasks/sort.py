@@ -3,7 +3,8 @@
 The sorter runs on a local scratch folder (sorters need a local disk), reading the preprocessed
 store chunk by chunk through :class:`neuropool.io.sirecording.StoreRecording`; the result is saved
 as a SpikeInterface numpy-folder sorting plus the sorter's own log, and published to the output.
-kilosort4 declares a GPU, so it only runs on a worker that advertises one.
+kilosort4 declares a GPU, so it only runs on a worker that advertises one (``gpus`` overrides
+the declaration either way: 0 to run kilosort4 on CPU, 1 to give any sorter a GPU worker).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pydantic import Field, field_validator
 from neuropool.errors import ConfigError
 from neuropool.io.sirecording import StoreRecording
 from neuropool.tasks._scratch import publish, scratch_dir
-from neuropool.tasks.base import Params, Resources, Task, TaskContext
+from neuropool.tasks.base import RUN_ONLY, Params, Resources, Task, TaskContext
 
 #: Sorters that need a CUDA GPU.
 GPU_SORTERS = frozenset({"kilosort4", "kilosort3", "kilosort2_5", "kilosort2"})
@@ -35,7 +36,12 @@ class SortParams(Params):
 
     sorter: str = Field("spykingcircus2", description="any SpikeInterface sorter name")
     sorter_params: dict[str, Any] = Field(default_factory=dict, description="passed to the sorter")
-    n_jobs: int = Field(-1, description="processes the sorter may use; -1 = all cores")
+    n_jobs: int = Field(-1, description="processes the sorter may use; -1 = all cores",
+                        json_schema_extra=RUN_ONLY)
+    gpus: int | None = Field(
+        None, ge=0, json_schema_extra=RUN_ONLY,
+        description="GPUs the sorter needs; null = 1 for GPU sorters (kilosort), 0 otherwise",
+    )
 
     @field_validator("sorter")
     @classmethod
@@ -64,7 +70,9 @@ class Sort(Task):
     outputs = ("ephys.sorting",)
 
     def resources(self) -> Resources:
-        gpus = 1 if self.params.sorter in GPU_SORTERS else 0
+        gpus = self.params.gpus
+        if gpus is None:
+            gpus = 1 if self.params.sorter in GPU_SORTERS else 0
         return Resources(cpus=1, gpus=gpus)
 
     def sorter_params(self) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The Ray pool: the Pool contract on an in-process Ray instance, and the graph runner on Ray
 (a local instance, then a head plus a joined node started as real processes) giving the same
-outputs as the in-process pool.
+outputs as a Dask pool (toy graphs: as the in-process pool).
 
 Every Ray process here uses token authentication with a token of its own (``RAY_AUTH_MODE`` and
 ``RAY_AUTH_TOKEN`` in the environment, nothing written to ``~/.ray``) and keeps its files in a
@@ -170,7 +170,11 @@ def run_np1(session: Path, out: Path, pool):
 
 @pytest.fixture(scope="module")
 def np1_reference(np1_session, tmp_path_factory):
-    return run_np1(np1_session, tmp_path_factory.mktemp("np1-inprocess"), InProcessPool(gpus=0))
+    """The session run on a Dask LocalCluster of two worker processes: what Ray must match."""
+    from neuropool.cluster.dask import DaskPool
+
+    with DaskPool(n_workers=2, threads_per_worker=1, gpus=0) as dask_pool:
+        return run_np1(np1_session, tmp_path_factory.mktemp("np1-dask"), dask_pool)
 
 
 def assert_same_np1_outputs(ours, ref) -> None:
@@ -251,7 +255,7 @@ class TestLocalRay:
         with pytest.raises(ResourceError, match="toy_gpu.*needs 1 GPU"):  # rather than waiting forever
             run_toy(tmp_path / "gpu", pool, **{"toy_gpu[probe00]": {}})
 
-    def test_np1_session_same_as_in_process(self, pool, np1_session, np1_reference, tmp_path):
+    def test_np1_session_same_as_on_dask(self, pool, np1_session, np1_reference, tmp_path):
         assert_same_np1_outputs(run_np1(np1_session, tmp_path, pool), np1_reference)
 
 
@@ -314,7 +318,7 @@ def ray_cluster(ray_env):
 
 
 @pytest.mark.slow
-def test_head_and_joined_node_run_the_graph_like_in_process(ray_cluster, np1_session, np1_reference, tmp_path):
+def test_head_and_joined_node_run_the_graph_like_dask(ray_cluster, np1_session, np1_reference, tmp_path):
     with RayPool(ray_cluster) as pool:
         assert not pool.owns_instance
         deadline = time.monotonic() + 60

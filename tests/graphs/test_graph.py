@@ -68,6 +68,22 @@ def test_gpu_node_without_gpu_worker_is_refused_before_running():
     g.validate([{"GPU": 1}])
 
 
+def test_sort_gpus_overrides_the_declaration_without_redoing_work():
+    def sort_task(**params):
+        return std(sort=params).nodes["sort[probe00]"].make_task()
+
+    assert sort_task(sorter="kilosort4", gpus=0).resources().gpus == 0  # kilosort4 on CPU
+    assert sort_task(gpus=1).resources().gpus == 1  # any sorter sent to a GPU worker
+    assert sort_task().resources().gpus == 0
+    with pytest.raises(ConfigError, match=r"sort\.gpus"):
+        sort_task(gpus=-1)
+    # how a task runs (cores, GPUs) is not part of what it computes
+    base = sort_task().params.fingerprint_fields()
+    assert sort_task(gpus=1, n_jobs=2).params.fingerprint_fields() == base
+    assert "gpus" not in base and "n_jobs" not in base
+    assert sort_task(sorter_params={"detection": {"peak_sign": "pos"}}).params.fingerprint_fields() != base
+
+
 def test_invalid_parameters_name_task_and_field():
     g = Graph({"probe00/ephys.source": "x"})
     with pytest.raises(ConfigError, match=r"toy_double\.factor"):

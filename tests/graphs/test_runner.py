@@ -143,3 +143,28 @@ def test_runs_on_a_real_dask_cluster(setup):
     assert "told to fail" in report.results["toy_fail[probe01]"].error
     hosts = asset.read_commit("toy_double[probe00]")["host"]
     assert hosts and all(isinstance(h, str) for h in hosts)
+
+
+def test_one_probe_goes_on_downstream_while_another_is_still_busy(tmp_path):
+    """probe01's whole chain finishes while probe00's slow, fanned-out node is still running."""
+    from neuropool.cluster.dask import DaskPool
+
+    raw = tmp_path / "raw" / "session1"
+    raw.mkdir(parents=True)
+    for name in ("a", "b"):
+        (raw / f"{name}.json").write_text(json.dumps({"value": 1}))
+    g = Graph({"probe00/ephys.source": str(raw / "a.json"), "probe01/ephys.source": str(raw / "b.json")})
+    g.add("toy_source", "probe00", retries=0)
+    g.add("toy_slow", "probe00", {"seconds": 0.5, "n_blocks": 8}, retries=0)
+    g.add("toy_source", "probe01", retries=0)
+    g.add("toy_double", "probe01", retries=0)
+    g.add("toy_fail", "probe01", {"fail": False}, retries=0)
+    asset = DerivedAsset.create(str(tmp_path / "out"), str(raw))
+    events: list[tuple[str, str]] = []
+    with DaskPool(n_workers=2, threads_per_worker=1, gpus=0) as pool:
+        report = run_graph(g, asset, pool, progress=lambda event, nid, info: events.append((event, nid)))
+    assert report.ok
+    order = [nid for event, nid in events if event == "done"]
+    slow_started = events.index(("start", "toy_slow[probe00]"))
+    assert events.index(("start", "toy_double[probe01]")) > slow_started
+    assert order.index("toy_fail[probe01]") < order.index("toy_slow[probe00]"), events
