@@ -186,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     from neuropool.cluster.commands import register_commands
 
     register_commands(sub)
+    from neuropool.graphs.deploy import register_deploy
+
+    register_deploy(sub)
     return parser
 
 

@@ -107,8 +107,10 @@ def load_profile(name_or_path: str) -> ClusterProfile:
 
 def connect_to(cluster: str | None) -> Pool:
     """A pool from an address (``tcp://``, ``tls://``, ``ray://``, ``local``, ``inprocess``,
-    ``ray``), a profile name or path, or None (an embedded LocalCluster)."""
-    if cluster is None or cluster in _PLAIN or "://" in cluster:
+    ``ray``), a profile name or path, or None or "" (an embedded LocalCluster)."""
+    if not cluster:
+        return connect(None)
+    if cluster in _PLAIN or "://" in cluster:
         return connect(cluster)
     profile = load_profile(cluster)
     return connect(profile.address, **profile.pool_kwargs())

@@ -213,14 +213,17 @@ def find_sessions(root: str, pattern: str = "*") -> list[str]:
     return found
 
 
-def needs_processing(session_url: str, output: str | None, cfg: PipelineConfig) -> bool:
+def needs_processing(session_url: str, output: str | None, cfg: PipelineConfig,
+                     until: str | None = None) -> bool:
     """True unless the latest derived asset of the session has every node of the standard graph
-    committed with the current fingerprints (pipeline version, parameters, raw files)."""
+    (up to ``until``) committed with the current fingerprints (pipeline version, parameters, raw
+    files)."""
     root = output or urls.parent(session_url)
     asset = DerivedAsset.find_latest(root, session_url, label=cfg.label)
     if asset is None:
         return True
-    return bool(stale_nodes(standard_graph(open_session(session_url), cfg), asset))
+    graph = standard_graph(open_session(session_url), cfg)
+    return bool(stale_nodes(graph.subset(until=until) if until else graph, asset))
 
 
 @flow(name="discover-sessions", log_prints=True)
@@ -231,6 +234,7 @@ def discover_sessions(
     output: str | None = None,
     config: str = "default",
     cluster: str | None = None,
+    until: UntilTask | None = None,
     deployment: str = "process-session/adhoc",
 ) -> list[str]:
     """Find raw sessions under ``root`` not yet processed by the current pipeline, and start a
@@ -247,8 +251,9 @@ def discover_sessions(
         Glob the session folder names must match, e.g. ``"*_2026-11-*"``.
     limit : int
         The most runs this discovery starts; the rest are found by the next one.
-    output, config, cluster : optional
-        Passed to each ``process-session`` run (see :func:`process_session`).
+    output, config, cluster, until : optional
+        Passed to each ``process-session`` run (see :func:`process_session`); a session counts
+        as processed when every task up to ``until`` (default: all) is committed.
     deployment : str
         The deployment that processes one session.
 
@@ -262,12 +267,12 @@ def discover_sessions(
     logger = get_run_logger()
     cfg = config_by_name(config)
     sessions = find_sessions(root, pattern)
-    todo = [s for s in sessions if needs_processing(s, output, cfg)]
+    todo = [s for s in sessions if needs_processing(s, output, cfg, until)]
     logger.info("%d session(s) under %s match %r; %d not processed by the current pipeline",
                 len(sessions), root, pattern, len(todo))
     started = []
     for url in todo[:limit]:
-        params = {"source": url, "output": output, "config": config, "cluster": cluster}
+        params = {"source": url, "output": output, "config": config, "cluster": cluster, "until": until}
         run = run_deployment(deployment, parameters=params, timeout=0, as_subflow=False,
                              tags=["discovered"])
         logger.info("started %s for %s (flow run %s)", deployment, url, run.name)
