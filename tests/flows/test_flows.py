@@ -5,7 +5,6 @@ GPU nodes holding slots of a global concurrency limit, and discovery of unproces
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import yaml
