@@ -50,23 +50,12 @@ class Client:
     ) -> Run:
         """Start running a graph, or the standard graph of a session, and return at once.
 
-        Parameters
-        ----------
-        work : Graph or str
-            A graph (its ``sources`` name the raw recordings), or a session URL (folder or file),
-            for which the standard graph is built with ``config``.
-        out : str, optional
-            Folder for the derived asset; default: the folder holding the session.
-        asset : DerivedAsset, optional
-            Write into this asset instead (resuming what it has committed).
-        config : path, dict or PipelineConfig, optional
-            Pipeline parameters, for a session URL.
-        storage_options : dict, optional
-            fsspec options for the session and the asset (credentials, endpoint).
-        new : bool
-            Start a new asset instead of resuming the latest one for this session.
-        until, only : optional
-            Restrict the graph, as ``neuropool run --until/--only`` (see :meth:`Graph.subset`).
+        The arguments say what runs and where its results go, as for
+        :func:`neuropool.graphs.standard.plan`: ``work`` is a :class:`Graph` or a session URL
+        (folder or file); ``out`` the folder for the derived asset (default: beside the session)
+        or ``asset`` an existing one to resume; ``config`` the pipeline parameters (path, dict or
+        :class:`PipelineConfig`); ``storage_options`` fsspec options; ``new`` a fresh asset
+        instead of resuming; ``until``/``only`` restrict the graph as ``neuropool run`` does.
         """
         graph, asset = plan(work, out=out, asset=asset, config=config, storage_options=storage_options,
                             new=new, until=until, only=only)
