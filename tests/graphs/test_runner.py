@@ -146,7 +146,7 @@ def test_runs_on_a_real_dask_cluster(setup):
 
 
 def test_one_probe_goes_on_downstream_while_another_is_still_busy(tmp_path):
-    """probe01's whole chain finishes while probe00's slow, fanned-out node is still running."""
+    """probe01's whole chain finishes while probe00's slow node is still running."""
     from neuropool.cluster.dask import DaskPool
 
     raw = tmp_path / "raw" / "session1"
@@ -155,7 +155,9 @@ def test_one_probe_goes_on_downstream_while_another_is_still_busy(tmp_path):
         (raw / f"{name}.json").write_text(json.dumps({"value": 1}))
     g = Graph({"probe00/ephys.source": str(raw / "a.json"), "probe01/ephys.source": str(raw / "b.json")})
     g.add("toy_source", "probe00", retries=0)
-    g.add("toy_slow", "probe00", {"seconds": 0.5, "n_blocks": 8}, retries=0)
+    # one long block: a worker stays free for probe01 (Dask runs blocks in the order given, so
+    # a fan-out wider than the pool would queue probe01's blocks behind it)
+    g.add("toy_slow", "probe00", {"seconds": 4.0, "n_blocks": 1}, retries=0)
     g.add("toy_source", "probe01", retries=0)
     g.add("toy_double", "probe01", retries=0)
     g.add("toy_fail", "probe01", {"fail": False}, retries=0)
