@@ -84,10 +84,10 @@ def run_node(execution_id: str, nid: str, gpu_limit: str | None) -> Any:
     logger = get_run_logger()
     execution = _EXECUTIONS[execution_id]
     gpus = execution.graph.nodes[nid].make_task().resources().gpus
-    with execution.lock:
-        upstream_ok = all(execution.results[u].state in ("done", "cached") for u in execution.ups[nid])
-        current = upstream_ok and execution.is_current(nid)
-    if gpus and gpu_limit and not current:
+    if gpus and gpu_limit:
+        with execution.lock:  # a node that will be skipped or found committed needs no GPU slot
+            gpus = 0 if execution.unfinished_upstream(nid) or execution.is_current(nid) else gpus
+    if gpus and gpu_limit:
         logger.info("waiting for %d slot(s) of the GPU concurrency limit %r", gpus, gpu_limit)
         with concurrency(gpu_limit, occupy=gpus, strict=True):
             result = execution.run_node(nid, block_retries=0)

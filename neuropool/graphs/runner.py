@@ -339,7 +339,7 @@ class Execution:
         """
         with self.lock:
             self._reopen(nid)
-            bad = [u for u in self.ups[nid] if self.results[u].state not in ("done", "cached")]
+            bad = self.unfinished_upstream(nid)
             if bad:
                 cause = f"not run: upstream {bad[0]} {self.results[bad[0]].state}"
                 self.results[nid] = NodeResult(nid, "skipped", error=cause)
@@ -366,6 +366,10 @@ class Execution:
         with self.lock:
             self.write_processing()
             return self.results[nid]
+
+    def unfinished_upstream(self, nid: str) -> list[str]:
+        """The nodes ``nid`` depends on directly that did not end ``done`` or ``cached``."""
+        return [u for u in self.ups[nid] if self.results[u].state not in ("done", "cached")]
 
     def _reopen(self, nid: str) -> None:
         """Make a failed node pending again, with the nodes skipped because of it."""
