@@ -10,13 +10,19 @@ Reported: wall time, ratio, peak resident memory of the whole process tree (samp
 With ``--workers 1 2`` neuropool runs once per pool size (scaling efficiency = speed-up over one
 worker / number of workers); SpikeInterface runs with the largest ``n_jobs``.
 
-Usage: ``python benchmarks/bench_preprocess.py [--duration 20] [--workers 1 2]``
+``--profile`` also runs a few interior blocks of the task in this process under cProfile and
+prints where the time goes, by stage (reading the raw store, the FFT filters, the median
+reference, conversions and transposes, writing the output).
+
+Usage: ``python benchmarks/bench_preprocess.py [--duration 20] [--workers 1 2] [--profile]``
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import importlib
+import pstats
 import shutil
 import tempfile
 import time
@@ -29,6 +35,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--duration", type=float, default=20.0)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--profile", action="store_true", help="print where a block's time goes")
     args = ap.parse_args()
 
     import spikeinterface.extractors as se
@@ -76,8 +83,74 @@ def main() -> None:
         for n, t in times.items():
             print(f"| {n} | {t:.1f} s | {args.duration / t:.2f}x | {base / (n * t):.0%} | "
                   f"{t_si / t:.2f}x | {peaks[n]:.0f} MB |")
+        if args.profile:
+            profile_blocks(DerivedAsset(str(next((tmp / f"derived{min(times)}").iterdir()))))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# Stage of each profiled function, by name (names starting with "_" also match as fragments);
+# first match wins.
+STAGES = [
+    ("read raw store (zarr, zstd decode)", ("_decode_chunk", "_process_chunk", "_chunk_getitem",
+                                          "getitems", "readinto", "read")),
+    ("write output (lz4 encode, file)", ("_encode_chunk", "maybe_convert", "setitems", "write",
+                                        "_chunk_setitem", "open", "__exit__")),
+    ("FFT filters (phase shift + high-pass)", ("_fix_shape", "apply_responses", "combine",
+                                               "r2c", "c2r")),
+    ("median reference", ("partition", "_median_across_channels", "CommonReference")),
+    ("µV conversion, transposes", ("_transposed_copy", "channel_major", "sample_major",
+                                   "_to_microvolts", "astype", "copy")),
+]
+
+
+def _function_name(func: str) -> str:
+    """``partition`` from "<method 'partition' of ...>", ``r2c`` from "<built-in method a.r2c>"."""
+    if func.startswith("<method '"):
+        return func.split("'")[1]
+    if func.startswith("<built-in method "):
+        return func[len("<built-in method "):].rstrip(">").split(".")[-1]
+    return func
+
+
+def profile_blocks(asset, n_blocks: int = 3) -> None:
+    """Profile ``n_blocks`` interior blocks of the preprocess task, one thread, this process."""
+    from neuropool.tasks.base import TaskContext
+    from neuropool.tasks.preprocess import Preprocess
+
+    task = Preprocess()
+    out = asset.dataset_url("ephys.preprocessed", "probe00") + ".profile"
+    ctx = TaskContext(node="profile", probe="probe00",
+                      inputs={"ephys.raw": asset.dataset_url("ephys.raw", "probe00")},
+                      outputs={"ephys.preprocessed": out})
+    blocks = task.setup(ctx)[1:-1][:n_blocks]
+    task.run_block(ctx, blocks[0])  # warm caches (kernel spectra, imports)
+    profiler = cProfile.Profile()
+    t0 = time.perf_counter()
+    profiler.enable()
+    for block in blocks:
+        task.run_block(ctx, block)
+    profiler.disable()
+    wall = time.perf_counter() - t0
+    seconds = sum(b - a for a, b in blocks) / 30_000.0
+    stats = pstats.Stats(profiler).stats  # (file, line, name) -> (cc, nc, tottime, cumtime, ...)
+    totals = {name: 0.0 for name, _ in STAGES}
+    other = 0.0
+    for (_, _, func), (_, _, tottime, _, _) in stats.items():
+        name = _function_name(func)
+        label = next((stage for stage, keys in STAGES if name in keys
+                      or any(k.startswith("_") and k in name for k in keys)), None)
+        if label is None:
+            other += tottime
+        else:
+            totals[label] += tottime
+    print(f"\nWhere a block's time goes ({len(blocks)} interior blocks, {seconds:g} s of data, "
+          f"one thread: {wall / seconds:.2f} s per second of data, "
+          f"{seconds / wall:.2f}x real time under the profiler)")
+    print("\n| stage | share |\n|---|---|")
+    total = sum(totals.values()) + other
+    for name, value in [*totals.items(), ("other (Python, numpy glue)", other)]:
+        print(f"| {name} | {value / total:.0%} |")
 
 
 if __name__ == "__main__":

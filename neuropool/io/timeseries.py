@@ -178,4 +178,12 @@ class TimeseriesStore:
 
     def read(self, start: int, stop: int, channels: np.ndarray | slice = slice(None)) -> np.ndarray:
         """Rows ``[start, stop)`` of the chosen channels."""
-        return self.traces.get_orthogonal_selection((slice(start, stop), channels))
+        if not isinstance(channels, slice):
+            index = np.asarray(channels)
+            if index.dtype == bool:
+                index = np.flatnonzero(index)
+            if index.size and np.array_equal(index, np.arange(index[0], index[0] + index.size)):
+                channels = slice(int(index[0]), int(index[0]) + index.size)  # zarr's fast path
+            else:
+                return self.traces.get_orthogonal_selection((slice(start, stop), index))
+        return self.traces[start:stop, channels]

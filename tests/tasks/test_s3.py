@@ -68,3 +68,35 @@ def test_scratch_folders_publish_and_fetch_on_object_stores(tmp_path):
     assert temporary and (back / "sub" / "a.txt").read_text() == "hello"
     here, temporary = fetch(str(tmp_path))
     assert not temporary and here == tmp_path
+
+
+def test_an_s3_source_is_decompressed_by_byte_ranges_without_a_local_copy(s3, cbin_session):
+    """Every request for the ``.cbin`` is a ranged GET (one mtscomp chunk, or one checksum block),
+    and the file crosses the network about twice in all (the data, then the SHA1 check), never
+    as a download to local disk."""
+    fs, options = s3
+    fs.put(str(cbin_session) + "/", f"lab-data/ranges/{cbin_session.name}/", recursive=True)
+    url = f"s3://lab-data/ranges/{cbin_session.name}"
+    session = open_session(url, options)
+    cbin_key = session.probes["probe00"].split("://", 1)[1]
+    cbin_size = fs.size(cbin_key)
+    gets: list[tuple[str, str | None]] = []
+
+    def record(request, **_):
+        gets.append((request.url, request.headers.get("Range")))
+
+    fs.s3.meta.events.register("before-send.s3.GetObject", record)
+    try:
+        asset = DerivedAsset.create("s3://lab-data/derived-ranges", url, storage_options=options)
+        report = run_graph(standard_graph(session).subset(until="decompress"), asset,
+                           InProcessPool(gpus=0))
+    finally:
+        fs.s3.meta.events.unregister("before-send.s3.GetObject", record)
+    assert report.ok, report.failed()
+    on_cbin = [rng for u, rng in gets if u.endswith(cbin_key.split("/", 1)[1])]
+    assert on_cbin and all(rng is not None for rng in on_cbin), on_cbin[:5]
+    spans = [int(b) - int(a) + 1 for a, b in (r.decode().split("=")[1].split("-") for r in on_cbin)]
+    assert max(spans) <= 16 * 2**20  # no request for the whole file
+    assert cbin_size <= sum(spans) <= 2.2 * cbin_size  # read once for data, once for the SHA1
+    raw = timeseries.TimeseriesStore(asset.dataset_url("ephys.raw", "probe00"), options)
+    assert raw.n_samples > 0 and fs.exists(asset.dataset_url("ephys.raw", "probe00")[5:] + "/.zmetadata")

@@ -31,7 +31,14 @@ from neuropool.errors import RawDataError
 
 _TILE = 256  # rows per tile of a transposing copy
 
-__all__ = ["ChannelInfo", "Step", "channel_major", "margin_samples", "sample_major"]
+#: Channel labels, IBL's codes (``ibldsp.voltage.detect_bad_channels``).
+GOOD, DEAD, NOISY, OUTSIDE = 0, 1, 2, 3
+LABEL_NAMES = {GOOD: "good", DEAD: "dead", NOISY: "noisy", OUTSIDE: "outside"}
+
+__all__ = [
+    "DEAD", "GOOD", "LABEL_NAMES", "NOISY", "OUTSIDE",
+    "ChannelInfo", "Step", "channel_major", "margin_samples", "sample_major",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,12 +56,20 @@ class ChannelInfo:
         (SpikeInterface's ``inter_sample_shift``); 0 for no correction.
     positions : numpy.ndarray
         ``(n_channels, 2)`` contact positions in µm; may contain NaN.
+    labels : numpy.ndarray, optional
+        ``(n_channels,)`` channel labels, IBL's codes (:data:`GOOD`, :data:`DEAD`,
+        :data:`NOISY`, :data:`OUTSIDE`); default all good. Set by bad-channel detection, which
+        runs once per recording before the blocks.
+    shank_ids : numpy.ndarray, optional
+        ``(n_channels,)`` shank index of each channel; default all 0.
     """
 
     sampling_frequency: float
     gains_uv: np.ndarray
     adc_shifts: np.ndarray
     positions: np.ndarray
+    labels: np.ndarray | None = None
+    shank_ids: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         fs = float(self.sampling_frequency)
@@ -72,7 +87,15 @@ class ChannelInfo:
             raise RawDataError("gains_uv contains NaN or infinite values")
         if not np.all(np.isfinite(shifts)):
             raise RawDataError("adc_shifts contains NaN or infinite values")
-        for name, value in (("gains_uv", gains), ("adc_shifts", shifts), ("positions", positions)):
+        labels = np.zeros(n, np.int8) if self.labels is None else np.asarray(self.labels, np.int8)
+        shanks = np.zeros(n, np.int64) if self.shank_ids is None else np.asarray(self.shank_ids, np.int64)
+        if labels.shape != (n,) or not np.isin(labels, (GOOD, DEAD, NOISY, OUTSIDE)).all():
+            raise RawDataError(f"labels must be {n} values among 0 (good), 1 (dead), 2 (noisy), "
+                               f"3 (outside the brain); got {labels!r}")
+        if shanks.shape != (n,):
+            raise RawDataError(f"shank_ids has {shanks.size} values for {n} channels (gains_uv)")
+        for name, value in (("gains_uv", gains), ("adc_shifts", shifts), ("positions", positions),
+                            ("labels", labels), ("shank_ids", shanks)):
             value.setflags(write=False)
             object.__setattr__(self, name, value)
         object.__setattr__(self, "sampling_frequency", fs)
@@ -81,6 +104,21 @@ class ChannelInfo:
     def n_channels(self) -> int:
         """Number of ephys channels."""
         return int(self.gains_uv.size)
+
+    def with_labels(self, labels: np.ndarray) -> ChannelInfo:
+        """A copy of this description with new channel labels.
+
+        Parameters
+        ----------
+        labels : numpy.ndarray
+            ``(n_channels,)`` label codes.
+
+        Returns
+        -------
+        ChannelInfo
+        """
+        return ChannelInfo(self.sampling_frequency, self.gains_uv, self.adc_shifts,
+                           self.positions, labels, self.shank_ids)
 
     @classmethod
     def from_recording_info(cls, info: Any) -> ChannelInfo:
@@ -102,6 +140,7 @@ class ChannelInfo:
             gains_uv=np.asarray(info.gains_uv, dtype=np.float64)[keep],
             adc_shifts=np.asarray(info.adc_shifts, dtype=np.float64)[keep],
             positions=np.asarray(info.positions, dtype=np.float64)[keep],
+            shank_ids=np.asarray(getattr(info, "shank_ids", np.zeros(keep.size)), np.int64)[keep],
         )
 
 
@@ -228,6 +267,30 @@ class Step(ABC):
         numpy.ndarray
             float32, same shape as ``block``.
         """
+
+    def frequency_response(  # noqa: B027 - optional hook
+        self, n_fft: int, info: ChannelInfo
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The step as a per-channel filter on ``n_fft`` points, if it is one.
+
+        Steps that are linear, time-invariant and per-channel (the windowed-sinc phase shift,
+        Butterworth filters) return ``(rows, index)``: ``rows`` ``(k, n_fft // 2 + 1)`` the
+        distinct frequency responses and ``index`` ``(n_channels,)`` the row of each channel.
+        ``Chain`` then runs consecutive such steps as one FFT away from the recording's edges
+        (see :mod:`neuropool.tasks.preprocessing.spectral`). Default: None (not such a step).
+
+        Parameters
+        ----------
+        n_fft : int
+            FFT length.
+        info : ChannelInfo
+            The recording's channels.
+
+        Returns
+        -------
+        tuple of numpy.ndarray, or None
+        """
+        return None
 
     def check(self, info: ChannelInfo) -> None:  # noqa: B027 - optional hook, no-op by default
         """Raise :class:`neuropool.errors.ConfigError` if the step cannot run on ``info``.

@@ -30,6 +30,7 @@ import numpy as np
 from neuropool.errors import ConfigError, RawDataError
 
 from .base import ChannelInfo, Step, channel_major, sample_major
+from .spectral import apply_responses
 
 __all__ = ["Chain", "ReadFn"]
 
@@ -148,13 +149,28 @@ class Chain:
             )
         block = _to_microvolts(raw, info.gains_uv)
         del raw
-        for step, step_margin in zip(self.steps, margins, strict=True):
-            block = step.apply(block, info, at_start=a == 0, at_end=b == n_samples)
-            remaining -= step_margin
+        k = 0
+        while k < len(self.steps):
+            at_start, at_end = a == 0, b == n_samples
+            group = self._spectral_run(k, info) if not (at_start or at_end) else 0
+            if group:  # inside the recording: consecutive linear filters as one FFT
+                block = apply_responses(block, self.steps[k : k + group], info)
+            else:
+                group = 1
+                block = self.steps[k].apply(block, info, at_start=at_start, at_end=at_end)
+            remaining -= sum(margins[k : k + group])
             a_next, b_next = max(0, start - remaining), min(n_samples, stop + remaining)
             block = block[a_next - a : block.shape[0] - (b - b_next)]
             a, b = a_next, b_next
+            k += group
         return sample_major(block, np.float32) if not block.flags.c_contiguous else block
+
+    def _spectral_run(self, k: int, info: ChannelInfo) -> int:
+        """How many steps from ``k`` on have a frequency response (0: step ``k`` has none)."""
+        n = 0
+        while k + n < len(self.steps) and self.steps[k + n].frequency_response(8, info) is not None:
+            n += 1
+        return n
 
     def __repr__(self) -> str:
         return f"Chain({list(self.steps)!r})"

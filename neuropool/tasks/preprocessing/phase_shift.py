@@ -183,6 +183,29 @@ class PhaseShift(Step):
                 f"{info.sampling_frequency:g} Hz; the phase shift needs context"
             )
 
+    def frequency_response(self, n_fft: int, info: ChannelInfo) -> tuple[np.ndarray, np.ndarray] | None:
+        """The windowed-sinc kernels' spectra on ``n_fft`` points (``method="fir"`` only: the
+        tapered method depends on the block and is no fixed filter).
+
+        Parameters
+        ----------
+        n_fft : int
+            FFT length.
+        info : ChannelInfo
+            Provides ``adc_shifts`` and the sampling frequency.
+
+        Returns
+        -------
+        (rows, index) or None
+            One row per distinct ADC shift, and each channel's row.
+        """
+        if self.method != "fir":
+            return None
+        self.check(info)
+        unique, index = np.unique(info.adc_shifts, return_inverse=True)
+        rows = _delay_spectra(unique, n_fft, self.margin(info.sampling_frequency))
+        return rows, index.reshape(-1)
+
     def apply(
         self,
         block: np.ndarray,
