@@ -15,8 +15,7 @@ from typing import Any
 from neuropool import __version__
 from neuropool.cluster.commands import add_tls_args
 from neuropool.errors import ConfigError, NeuropoolError
-
-TASK_CHOICES = ("decompress", "preprocess", "sort", "qc", "localize", "export")
+from neuropool.tasks import STANDARD as TASK_CHOICES  # the standard pipeline's tasks
 
 
 def _progress(t0: float) -> Any:

@@ -38,7 +38,8 @@ def test_demo_recovers_ground_truth_and_exports_alf(demo, capsys):
 
     out, session, asset = demo
     commits = asset.commits()
-    assert set(commits) == {f"{t}[probe00]" for t in ("decompress", "preprocess", "sort", "qc", "localize", "export")}
+    assert set(commits) == {f"{t}[probe00]" for t in
+                            ("decompress", "preprocess", "sort", "qc", "localize", "export", "lfp", "raw_qc")}
     gt = ground_truth_match(asset.dataset_url("ephys.sorting", "probe00"),
                             str(session / "ground_truth" / "probe00"),
                             asset.dataset_url("units.locations", "probe00"))
@@ -81,7 +82,7 @@ def test_rerun_skips_and_changed_parameters_rerun_what_follows(demo, tmp_path, c
     code = main(["run", str(session), "--out", str(out)])
     text = capsys.readouterr().out
     assert code == 0
-    assert text.count("already committed") == 6
+    assert text.count("already committed") == 8
     assert asset.commits() == before
 
     cfg = tmp_path / "strict.yaml"
@@ -119,7 +120,7 @@ def test_demo_to_s3(monkeypatch, capsys):
         assets = [p for p in fs.ls("lab-demo/sessions") if "_processed_" in p]
         assert len(assets) == 1
         asset = DerivedAsset("s3://" + assets[0])
-        assert len(asset.commits()) == 6
+        assert len(asset.commits()) == 8
         assert fs.exists(assets[0] + "/probe00/alf/spikes.times.npy")
         assert "ground truth:" in out and "s3://lab-demo/sessions/" in out
     finally:

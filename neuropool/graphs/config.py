@@ -17,9 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from neuropool.errors import ConfigError
 from neuropool.tasks.decompress import DecompressParams
 from neuropool.tasks.export import ExportParams
+from neuropool.tasks.lfp import LfpParams
 from neuropool.tasks.localize import LocalizeParams
 from neuropool.tasks.preprocess import PreprocessTaskParams
 from neuropool.tasks.qc import QCParams
+from neuropool.tasks.rawqc import RawQCParams
 from neuropool.tasks.sort import SortParams
 
 
@@ -36,6 +38,8 @@ class PipelineConfig(BaseModel):
     qc: QCParams = QCParams()
     localize: LocalizeParams = LocalizeParams()
     export: ExportParams = ExportParams()
+    lfp: LfpParams = LfpParams()
+    raw_qc: RawQCParams = RawQCParams()
 
     def task_params(self, task: str) -> dict[str, Any]:
         """The parameters of ``task`` as plain data (only those that differ from defaults)."""

@@ -43,7 +43,7 @@ GPU_LIMIT_ENV = "NEUROPOOL_GPU_LIMIT"
 DEFAULT_GPU_LIMIT = "neuropool-gpu"
 
 #: What ``--param until=`` may name.
-UntilTask = Literal["decompress", "preprocess", "sort", "qc", "localize", "export"]
+UntilTask = Literal["decompress", "preprocess", "sort", "qc", "localize", "export", "lfp", "raw_qc"]
 
 
 def gpu_limit_name() -> str | None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import posixpath
 import socket
 import threading
@@ -77,8 +78,19 @@ class RunReport:
 
 
 def _run_block(task: Task, ctx: TaskContext, block: Any) -> tuple[Any, str]:
-    """What a worker executes: one block of one task; returns its result and who ran it."""
-    return task.run_block(ctx, block), worker_identity()
+    """What a worker executes: one block of one task; returns its result and who ran it.
+
+    BLAS (OpenBLAS, MKL) is held to the block's declared cores unless the task opts out
+    (``Task.limit_blas``): its default, a thread per core in every worker process,
+    oversubscribes the machine (the destripe step ran 4x slower so on 2 cores).
+    """
+    from threadpoolctl import threadpool_limits
+
+    if not task.limit_blas:  # the task manages its own parallelism (sorters' n_jobs)
+        return task.run_block(ctx, block), worker_identity()
+    with threadpool_limits(limits=max(1, math.ceil(task.resources().cpus)), user_api="blas"):
+        result = task.run_block(ctx, block)
+    return result, worker_identity()
 
 
 def _digest(obj: Any) -> str:

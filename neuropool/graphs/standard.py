@@ -1,5 +1,6 @@
 """The standard per-probe graph: decompress -> preprocess -> sort -> qc -> localize -> export,
-and where its results go (:func:`plan`, shared by the notebook client, the CLI and the flows)."""
+with the LFP band (``lfp``) and the raw-data QC (``raw_qc``) branching off decompress, and where
+its results go (:func:`plan`, shared by the notebook client, the CLI and the flows)."""
 
 from __future__ import annotations
 
@@ -15,13 +16,18 @@ from neuropool.tasks import STANDARD
 
 
 def standard_graph(session: Session, config: PipelineConfig | None = None) -> Graph:
-    """Build the standard graph for every probe of ``session``."""
+    """Build the standard graph for every probe of ``session``.
+
+    A task whose config section says ``enabled: false`` (``lfp``, ``raw_qc``) is left out.
+    """
     config = config or PipelineConfig()
     graph = Graph({dataset_key(SOURCE_DATASET, probe): url for probe, url in session.probes.items()})
     graph.session = {"name": session.name, "url": session.url.split("@")[-1],
                      "probes": {p: session.probe_info(p) for p in session.probes}}
     for probe in session.probes:
         for task in STANDARD:
+            if not getattr(getattr(config, task, None), "enabled", True):
+                continue
             graph.add(task, probe, config.task_params(task), retries=config.retries)
     return graph
 

@@ -21,6 +21,19 @@ DATASET_PATHS: dict[str, str] = {
     "units.metrics": "qc",
     "units.locations": "localize",
     "alf": "alf",
+    # the LFP band (neuropool.tasks.lfp), beside the AP band
+    "ephys.lfp": "lfp.zarr",
+    # raw-data QC (neuropool.tasks.rawqc): IBL's _iblqc_ files, in the probe's folder
+    "ephysTimeRmsAP.rms": "_iblqc_ephysTimeRmsAP.rms.npy",
+    "ephysTimeRmsAP.timestamps": "_iblqc_ephysTimeRmsAP.timestamps.npy",
+    "ephysChannels.rawSpikeRms": "_iblqc_ephysChannels.rawSpikeRms.npy",
+    "ephysChannels.rawLfpRms": "_iblqc_ephysChannels.rawLfpRms.npy",
+    # bad-channel labels of every ephys channel (IBL's codes), written by preprocess
+    "ephysChannels.labels": "_iblqc_ephysChannels.labels.npy",
+    "ephysSpectralDensityAP.freqs": "_iblqc_ephysSpectralDensityAP.freqs.npy",
+    "ephysSpectralDensityAP.power": "_iblqc_ephysSpectralDensityAP.power.npy",
+    "ephysSpectralDensityLF.freqs": "_iblqc_ephysSpectralDensityLF.freqs.npy",
+    "ephysSpectralDensityLF.power": "_iblqc_ephysSpectralDensityLF.power.npy",
 }
 
 #: The input every per-probe graph starts from: the raw recording's URL (never written to).

@@ -21,12 +21,12 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-import numcodecs
 import numpy as np
 import xarray as xr
 import zarr
 
 from neuropool.errors import StoreError
+from neuropool.io.codecs import encoding
 
 #: Per-channel coordinates every store carries, with their dtype.
 CHANNEL_COORDS: dict[str, str] = {
@@ -43,13 +43,6 @@ def _store(url: str, storage_options: dict[str, Any] | None) -> zarr.storage.FSS
     return zarr.storage.FSStore(url, **(storage_options or {}))
 
 
-def compressor(name: str = "zstd", level: int = 3) -> Any:
-    """A numcodecs compressor by name (``zstd``, ``lz4``, ``none``), Blosc with bit-shuffle."""
-    if name == "none":
-        return None
-    return numcodecs.Blosc(cname=name, clevel=level, shuffle=numcodecs.Blosc.BITSHUFFLE)
-
-
 def create(
     url: str,
     *,
@@ -62,15 +55,22 @@ def create(
     compression: str = "zstd",
     storage_options: dict[str, Any] | None = None,
 ) -> None:
-    """Create an empty store at ``url`` (which must not exist yet) with all its coordinates."""
+    """Create an empty store at ``url`` (which must not exist yet) with all its coordinates.
+
+    ``coords`` must hold every name of :data:`CHANNEL_COORDS`; any other entry (such as the
+    preprocessed store's bad-channel ``labels``) is written as one more channel coordinate.
+    ``compression`` names the codec of ``traces`` (:data:`neuropool.io.codecs.CODECS`); an
+    unknown name, or one that does not suit ``dtype``, raises a ``ConfigError``.
+    """
     n_channels = len(channel_ids)
+    codec = encoding(compression, dtype)  # fails before anything is written
     root = zarr.group(store=_store(url, storage_options), overwrite=True)
     traces = root.create_dataset(
         "traces",
         shape=(n_samples, n_channels),
         chunks=(chunk_samples, n_channels),
         dtype=dtype,
-        compressor=compressor(compression),
+        **codec.zarr_kwargs(),
         fill_value=None,  # xarray would read a fill value as "missing" and turn zeros into NaN
         write_empty_chunks=True,
     )
@@ -78,7 +78,11 @@ def create(
     ids = root.create_dataset("channel", data=np.asarray(channel_ids, dtype=str), dtype=str,
                               fill_value=None)
     ids.attrs["_ARRAY_DIMENSIONS"] = ["channel"]
-    for name, kind in CHANNEL_COORDS.items():
+    extra = {name: None for name in coords if name not in CHANNEL_COORDS}  # e.g. "labels"
+    for name, kind in {**CHANNEL_COORDS, **extra}.items():
+        if name not in coords:
+            raise StoreError(f"{url}: coordinate {name!r} is missing (every store has "
+                             f"{', '.join(CHANNEL_COORDS)})")
         values = np.asarray(coords[name], dtype=kind)
         if values.shape != (n_channels,):
             raise StoreError(f"{url}: coordinate {name!r} has shape {values.shape}, expected ({n_channels},)")
@@ -177,7 +181,9 @@ class TimeseriesStore:
         return np.stack([self.coord("x"), self.coord("y")], axis=1)
 
     def read(self, start: int, stop: int, channels: np.ndarray | slice = slice(None)) -> np.ndarray:
-        """Rows ``[start, stop)`` of the chosen channels."""
+        """Rows ``[start, stop)`` of the chosen channels, time-major (C order) whatever the
+        order the chunks are stored in."""
+        traces = self.traces
         if not isinstance(channels, slice):
             index = np.asarray(channels)
             if index.dtype == bool:
@@ -185,5 +191,11 @@ class TimeseriesStore:
             if index.size and np.array_equal(index, np.arange(index[0], index[0] + index.size)):
                 channels = slice(int(index[0]), int(index[0]) + index.size)  # zarr's fast path
             else:
-                return self.traces.get_orthogonal_selection((slice(start, stop), index))
-        return self.traces[start:stop, channels]
+                return np.ascontiguousarray(traces.get_orthogonal_selection((slice(start, stop), index)))
+        if traces.order == "C":
+            return traces[start:stop, channels]
+        # channel-major chunks (zstd-delta): zarr would hand back an F-ordered array
+        n_rows = len(range(*slice(start, stop).indices(traces.shape[0])))
+        n_cols = len(range(*channels.indices(traces.shape[1])))
+        out = np.empty((n_rows, n_cols), dtype=traces.dtype)
+        return traces.get_basic_selection((slice(start, stop), channels), out=out)

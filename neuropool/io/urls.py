@@ -102,3 +102,17 @@ def remove(url: str, storage_options: dict[str, Any] | None = None) -> None:
     fs, path = get_fs(url, storage_options)
     if fs.exists(path):
         fs.rm(path, recursive=True)
+
+
+def write_npy(url: str, array: Any, storage_options: dict[str, Any] | None = None) -> None:
+    """Write ``array`` as a ``.npy`` file at ``url`` in one whole-file write (IBL's ALF files)."""
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array))
+    fs, path = get_fs(url, storage_options)
+    fs.makedirs(posixpath.dirname(path), exist_ok=True)
+    with fs.open(path, "wb") as f:
+        f.write(buf.getvalue())

@@ -19,10 +19,14 @@ TASKS: dict[str, tuple[str, str]] = {
     "qc": ("neuropool.tasks.qc:QC", "neuropool"),
     "localize": ("neuropool.tasks.localize:Localize", "neuropool"),
     "export": ("neuropool.tasks.export:Export", "neuropool"),
+    "lfp": ("neuropool.tasks.lfp:Lfp", "neuropool"),
+    "raw_qc": ("neuropool.tasks.rawqc:RawQC", "neuropool"),
 }
 
-#: The standard per-probe pipeline, in order.
-STANDARD = ("decompress", "preprocess", "sort", "qc", "localize", "export")
+#: The standard per-probe pipeline, in dependency order. ``lfp`` and ``raw_qc`` depend on
+#: ``decompress`` only and nothing depends on them; listed last, they are added to the graph
+#: after the sorting branch, so when both become ready at once preprocess starts first.
+STANDARD = ("decompress", "preprocess", "sort", "qc", "localize", "export", "lfp", "raw_qc")
 
 _loaded: dict[str, type[Task]] = {}
 

@@ -107,6 +107,9 @@ class Task(ABC):
     inputs: ClassVar[tuple[str, ...]] = ()
     outputs: ClassVar[tuple[str, ...]] = ()
     default_resources: ClassVar[Resources] = Resources()
+    #: Hold BLAS to ``resources().cpus`` threads while a block runs (False: the task manages
+    #: its own parallelism, as the sorter and the QC do with ``n_jobs``).
+    limit_blas: ClassVar[bool] = True
 
     def __init__(self, params: Params | dict[str, Any] | None = None) -> None:
         self.params = self.validate_params(params)

@@ -24,7 +24,11 @@ class DecompressParams(Params):
 
     chunk_seconds: float = Field(1.0, gt=0, le=60, description="zarr chunk length along time, s")
     chunks_per_block: int = Field(1, ge=1, le=1000, description="zarr chunks written per work block")
-    compression: Literal["zstd", "lz4", "none"] = "zstd"
+    compression: Literal["zstd-delta", "zstd", "lz4", "wavpack", "none"] = Field(
+        "zstd-delta",
+        description="codec of the raw store (neuropool.io.codecs): zstd-delta (time delta + zstd, "
+        "the smallest Blosc choice on real data: benchmarks/README.md, Storage), zstd, lz4 (fastest), "
+        "wavpack (smallest, slowest; pip install 'neuropool[wavpack]'), none")
     verify_checksum: bool = Field(True, description="check the source's SHA1 where it has one")
 
 

@@ -100,6 +100,7 @@ class QC(Task):
     """Postprocessing and unit quality metrics, with pass/fail labels."""
 
     name = "qc"
+    limit_blas = False  # parallel through n_jobs
     version = "1"
     Params = QCParams
     inputs = ("ephys.preprocessed", "ephys.sorting")

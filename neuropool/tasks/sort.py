@@ -64,6 +64,7 @@ class Sort(Task):
     """Spike sorting with a SpikeInterface sorter."""
 
     name = "sort"
+    limit_blas = False  # parallel through n_jobs
     version = "1"
     Params = SortParams
     inputs = ("ephys.preprocessed",)

@@ -158,3 +158,12 @@ def test_discovery_starts_one_run_per_unprocessed_session(prefect_api, raw_root)
     # a pattern that matches nothing new starts nothing
     assert discover_sessions(root=str(raw_root), pattern="mouse1_*", until="preprocess",
                              deployment="process-session/adhoc-test") == []
+
+
+def test_the_flows_accept_every_task_of_the_standard_pipeline_for_until():
+    from typing import get_args
+
+    from neuropool.graphs.flows import UntilTask
+    from neuropool.tasks import STANDARD
+
+    assert set(get_args(UntilTask)) == set(STANDARD)

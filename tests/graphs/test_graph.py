@@ -21,9 +21,11 @@ def std(probes=("probe00",), **cfg):
 
 def test_standard_graph_edges_follow_datasets():
     g = std(("probe00", "probe01"))
-    assert len(g.nodes) == 12
+    assert len(g.nodes) == 16  # 8 tasks per probe
     edges = set(g.edges())
     assert ("decompress[probe00]", "preprocess[probe00]") in edges
+    assert ("decompress[probe00]", "lfp[probe00]") in edges
+    assert ("decompress[probe00]", "raw_qc[probe00]") in edges
     assert ("preprocess[probe00]", "sort[probe00]") in edges
     assert ("sort[probe00]", "qc[probe00]") in edges
     assert ("qc[probe00]", "localize[probe00]") in edges

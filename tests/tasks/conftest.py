@@ -33,9 +33,14 @@ MTSCOMP_CHUNK_S = 0.1
 
 
 def make_np1_data(n_samples: int, seed: int = 0) -> np.ndarray:
-    """Noise with a common-mode drift, spikes, int16 extremes and a sync square wave."""
+    """Noise with a common-mode drift, spikes, int16 extremes and a sync square wave.
+
+    The noise (6 bits = 14 µV RMS, white) is as loud as a Neuropixels 1.0 AP band; louder white
+    noise would exceed IBL's 0.02 µV²/Hz above 0.8 Nyquist on every channel, and bad-channel
+    detection would rightly refuse the whole probe as noisy.
+    """
     rng = np.random.default_rng(seed)
-    data = rng.normal(0, 15, (n_samples, N_COLUMNS))
+    data = rng.normal(0, 6, (n_samples, N_COLUMNS))
     data += 40 * np.sin(2 * np.pi * 7 * np.arange(n_samples) / RATE)[:, None]  # removed by the high-pass
     data = data.astype(np.int16)
     wave = (np.sin(np.linspace(0, np.pi, 30)) * -120).astype(np.int16)

@@ -166,9 +166,9 @@ def test_preprocessed_store_drops_sync_and_is_float32(cbin_small):
     assert ds["traces"].dims == ("time", "channel") and ds["traces"].dtype == np.float32
     traces = pre.traces[:]
     assert np.isfinite(traces).all()
-    # the 7 Hz common drift (40 ADC units ~ 94 µV) is gone; the noise (15 units ~ 35 µV) is not
+    # the 7 Hz common drift (40 ADC units ~ 94 µV) is gone; the noise (6 units ~ 14 µV) is not
     rms = float(np.sqrt(np.mean(traces.astype(np.float64) ** 2)))
-    assert 20 < rms < 45
+    assert 9 < rms < 19
     assert rms == pytest.approx(cbin_small.results["preprocess[probe00]"].summary["rms_uv"], abs=1e-2)
     assert np.abs(traces.mean(axis=0)).max() < 5
 
@@ -231,5 +231,6 @@ def test_openephys_preprocessed(openephys_run, shared_data):
     # after the high-pass and common median reference each channel is centred, and not empty
     assert np.abs(np.median(traces, axis=0)).max() < 2.0
     assert (traces.std(axis=0) > 1.0).all()
-    assert openephys_run.results["preprocess[probe00]"].summary["steps"] == [
-        "PhaseShift", "HighPass", "CommonReference"]
+    summary = openephys_run.results["preprocess[probe00]"].summary
+    assert summary["steps"] == ["PhaseShift", "HighPass", "InterpolateBadChannels", "CommonReference"]
+    print(summary["bad_channels"], pre.attrs["bad_channels"])

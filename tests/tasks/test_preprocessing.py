@@ -26,6 +26,7 @@ from neuropool.tasks.preprocessing import (
     ChannelInfo,
     CommonReference,
     HighPass,
+    InterpolateBadChannels,
     PhaseShift,
     PreprocessParams,
     build_chain,
@@ -303,7 +304,7 @@ def test_chain_pickles(dumps, loads):
         *[("highpass_freq", v) for v in ("fast", -300.0, 0.0, float("nan"), None)],
         *[("highpass_order", v) for v in (0, 11, 2.5, "three")],
         *[("operator", v) for v in ("mean", 1)],
-        *[("reference", v) for v in ("local", None)],
+        *[("reference", v) for v in ("car", None)],
         *[("phase_shift", v) for v in ("sometimes", [])],
         *[("margin_ms", v) for v in (-1.0, 0.0, "long", float("inf"))],
         ("phase_shift_method", "sinc"),
@@ -329,7 +330,7 @@ def test_defaults():
     assert (params.phase_shift, params.highpass_freq, params.highpass_order) == (True, 300.0, 3)
     assert (params.reference, params.operator, params.margin_ms) == ("global", "median", None)
     steps = build_chain(params).steps
-    assert [type(s) for s in steps] == [PhaseShift, HighPass, CommonReference]
+    assert [type(s) for s in steps] == [PhaseShift, HighPass, InterpolateBadChannels, CommonReference]
     assert build_chain(PreprocessParams(margin_ms=10.0)).margin(FS) == 600
 
 

@@ -21,6 +21,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+try:  # ISA-L's inflate: the same zlib streams, ~2.3x faster than zlib's (70 vs 164 ms per 1-s NP1 chunk)
+    from isal.isal_zlib import decompress as _inflate
+    from isal.isal_zlib import error as _InflateError
+except ImportError:  # pragma: no cover - isal is a dependency, but zlib always works
+    _inflate, _InflateError = zlib.decompress, zlib.error
+
 from neuropool.errors import (
     ChecksumError,
     MetadataError,
@@ -183,7 +189,10 @@ class MtscompReader(RawReader):
         return state
 
     def chunk(self, index: int) -> np.ndarray:
-        """Decompress chunk ``index`` into a ``(n, n_channels)`` array (the last one is cached)."""
+        """Decompress chunk ``index`` into a read-only ``(n, n_channels)`` array (the last one is
+        cached), in the memory order it was stored in (``chunk_order``; mtscomp's default ``"F"``
+        is channel-major): a transposing copy costs as much as the cumulative sum, and a
+        channel-major zarr store (``zstd-delta``) would only transpose it back."""
         cached = self._cache
         if cached is not None and cached[0] == index:
             return cached[1]
@@ -191,8 +200,8 @@ class MtscompReader(RawReader):
         n_rows = int(self._bounds[index + 1] - self._bounds[index])
         info = self.info
         try:
-            raw = zlib.decompress(self._data.read(start, stop - start))
-        except zlib.error as exc:
+            raw = _inflate(self._data.read(start, stop - start))
+        except (zlib.error, _InflateError) as exc:
             raise RawDataError(
                 f"{info.url}: chunk {index} (bytes {start}..{stop}) does not decompress ({exc}); "
                 "either the .cbin is corrupted or its .ch header has wrong chunk_offsets "
@@ -208,16 +217,18 @@ class MtscompReader(RawReader):
             block = np.cumsum(block, axis=1, dtype=info.dtype)
         if self._time_diff:
             block = np.cumsum(block, axis=0, dtype=info.dtype)  # int wraps exactly as the diff did
-        block = np.ascontiguousarray(block)
         block.flags.writeable = False
         self._cache = (index, block)
         return block
 
     def read(self, start: int, stop: int) -> np.ndarray:
-        """Samples ``[start, stop)``, decompressing only the chunks that overlap them."""
+        """Samples ``[start, stop)``, decompressing only the chunks that overlap them.
+
+        The array is in the ``.ch``'s ``chunk_order`` (channel-major for mtscomp's default).
+        """
         info = self.info
         start, stop = clip_range(start, stop, info.n_samples)
-        out = np.empty((stop - start, info.n_channels), dtype=info.dtype)
+        out = np.empty((stop - start, info.n_channels), dtype=info.dtype, order=self._order)
         if stop == start:
             return out
         first = int(np.searchsorted(self._bounds, start, side="right")) - 1

@@ -1,4 +1,10 @@
-"""Neuropixels AP-band cleaning, one block at a time: phase shift, high-pass, common reference.
+"""Neuropixels AP-band cleaning, one block at a time: phase shift, high-pass, bad channels,
+common reference or destripe.
+
+One step per module (``phase_shift``, ``highpass``, ``interpolate``, ``common_reference``,
+``destripe``); bad-channel detection (``bad_channels``) runs once per recording and reaches the
+steps as ``ChannelInfo.labels``; ``params`` holds the parameters, the ``ibl`` / ``aind`` presets
+and ``build_chain``.
 
 ``build_chain(PreprocessParams())`` gives the standard chain; ``chain.process(read, start, stop,
 n_samples, info)`` returns float32 µV for samples ``[start, stop)``, reading
@@ -51,91 +57,39 @@ step (about 0.75 s).
 
 from __future__ import annotations
 
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field
-
-from .base import ChannelInfo, Step, margin_samples
+from .bad_channels import BadChannelParams, detect_bad_channels
+from .base import DEAD, GOOD, LABEL_NAMES, NOISY, OUTSIDE, ChannelInfo, Step, margin_samples
 from .chain import Chain, ReadFn
 from .common_reference import CommonReference
+from .destripe import SpatialHighPass
 from .highpass import HighPass, butter_highpass_sos
+from .interpolate import InterpolateBadChannels
+from .params import PRESETS, BadChannelsConfig, DestripeParams, PreprocessParams, build_chain
 from .phase_shift import PhaseShift, fractional_delay
 
 __all__ = [
+    "DEAD",
+    "GOOD",
+    "LABEL_NAMES",
+    "NOISY",
+    "OUTSIDE",
+    "PRESETS",
+    "BadChannelParams",
+    "BadChannelsConfig",
     "Chain",
     "ChannelInfo",
     "CommonReference",
+    "DestripeParams",
     "HighPass",
+    "InterpolateBadChannels",
     "PhaseShift",
     "PreprocessParams",
     "ReadFn",
+    "SpatialHighPass",
     "Step",
     "build_chain",
     "butter_highpass_sos",
+    "detect_bad_channels",
     "fractional_delay",
     "margin_samples",
 ]
-
-
-class PreprocessParams(BaseModel):
-    """Parameters of the standard AP-band preprocessing chain.
-
-    Attributes
-    ----------
-    phase_shift : bool
-        Correct the ADC multiplexing delays (``ChannelInfo.adc_shifts``).
-    highpass_freq : float
-        High-pass cut-off in Hz, > 0; it must also be below the Nyquist frequency, which is
-        checked when the chain is applied to a recording (``ConfigError``).
-    highpass_order : int
-        Butterworth order of one pass (1..10); the filter runs forward and backward.
-    reference : {"global"}
-        Channels forming the common reference.
-    operator : {"median", "average"}
-        How the common reference is computed.
-    margin_ms : float or None
-        Context in ms (> 0) on each side of a block *for each step that needs some* (phase
-        shift and high-pass), so the chain reads ``2 * margin_ms`` per side when both run. None
-        picks each step's default: 40 ms for the phase shift, ``5000 / highpass_freq`` ms for
-        the high-pass.
-    phase_shift_method : {"fir", "taper"}
-        ``"fir"`` (default): windowed-sinc FIR, output independent of the block size.
-        ``"taper"``: SpikeInterface's algorithm (exact circular delay of a tapered block), whose
-        output depends on the block boundaries by up to ~0.1 of the RMS (see above).
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    phase_shift: bool = True
-    highpass_freq: float = Field(default=300.0, gt=0, allow_inf_nan=False)
-    highpass_order: int = Field(default=3, ge=1, le=10)
-    reference: Literal["global"] = "global"
-    operator: Literal["median", "average"] = "median"
-    margin_ms: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    phase_shift_method: Literal["fir", "taper"] = "fir"
-
-
-def build_chain(params: PreprocessParams) -> Chain:
-    """The chain described by ``params``: [phase shift], high-pass, common reference.
-
-    Parameters
-    ----------
-    params : PreprocessParams
-        Validated parameters.
-
-    Returns
-    -------
-    Chain
-    """
-    steps: list[Step] = []
-    if params.phase_shift:
-        steps.append(PhaseShift(margin_ms=params.margin_ms, method=params.phase_shift_method))
-    steps.append(
-        HighPass(
-            freq_min=float(params.highpass_freq),
-            order=int(params.highpass_order),
-            margin_ms=params.margin_ms,
-        )
-    )
-    steps.append(CommonReference(operator=params.operator, reference=params.reference))
-    return Chain(steps)

@@ -1,0 +1,133 @@
+"""Storage codecs of the chunked time x channel stores, by name.
+
+A codec here is everything zarr needs to encode one chunk: a compressor, optional filters and the
+memory order of the chunk (``"F"``: channel-major). Every choice below is a standard numcodecs
+codec (WavPack comes from the optional ``wavpack-numcodecs`` package), so any zarr v2 reader
+decodes the stores without neuropool.
+
+``zstd``
+    Blosc zstd with bit-shuffle, time-major chunks. Any dtype.
+``zstd-delta``
+    Integer stores only. Chunks stored channel-major (``order="F"``), so that numcodecs'
+    ``Delta`` filter, which differences the flattened chunk, differences each channel along time
+    (one jump per channel boundary); then Blosc zstd (level 1) with bit-shuffle over 1 MiB blocks.
+    The raw store's default: on real wide-band data it is the smallest Blosc choice, smaller than
+    mtscomp, and reads at hundreds of MB/s (``benchmarks/README.md``, "Storage").
+``lz4``
+    Blosc lz4 with bit-shuffle: the fastest to write and read, the largest.
+``wavpack``
+    WavPack lossless audio coding (``pip install 'neuropool[wavpack]'``): the smallest by far,
+    but an order of magnitude slower to write and read. int8/16/32 stores only. Beware:
+    wavpack-numcodecs 0.3 raises ``RuntimeError: WavPack compression error`` on a chunk that does
+    not compress at all (full-scale random noise), as its output buffer is the input's size.
+``none``
+    Uncompressed chunks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numcodecs
+import numpy as np
+
+from neuropool.errors import ConfigError, MissingDependencyError
+
+#: Codec names accepted by :func:`encoding` (and by the tasks' ``compression`` parameters).
+CODECS: tuple[str, ...] = ("zstd", "zstd-delta", "lz4", "wavpack", "none")
+
+#: Codecs that only suit integer samples (a float delta is not exactly invertible).
+INTEGER_ONLY: frozenset[str] = frozenset({"zstd-delta", "wavpack"})
+
+#: Blosc block size of ``zstd-delta``: bit-planes of larger blocks compress better (1.27 -> 1.86 on
+#: the real Open Ephys recording with Blosc's default block size vs 1 MiB), and 1 MiB fits in L2.
+DELTA_BLOCKSIZE = 1 << 20
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """How the chunks of one zarr array are encoded.
+
+    Attributes
+    ----------
+    compressor : numcodecs.abc.Codec or None
+        The zarr ``compressor`` (None: uncompressed).
+    filters : list of numcodecs.abc.Codec or None
+        The zarr ``filters``, applied before the compressor.
+    order : str
+        Memory order of each chunk, ``"C"`` (time-major) or ``"F"`` (channel-major).
+    """
+
+    compressor: Any
+    filters: list[Any] | None = None
+    order: str = "C"
+
+    def zarr_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``zarr.create`` / ``Group.create_dataset``."""
+        return {"compressor": self.compressor, "filters": self.filters, "order": self.order}
+
+
+def encoding(name: str, dtype: str | np.dtype = "int16", level: int | None = None) -> Encoding:
+    """The encoding called ``name`` for chunks of ``dtype``.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`CODECS`.
+    dtype : str or numpy.dtype
+        Sample type of the array.
+    level : int, optional
+        Compression level: Blosc's ``clevel`` (0-9; default 3, or 1 for ``zstd-delta``) or
+        WavPack's level (1-4; default 1). Ignored for ``none``.
+
+    Returns
+    -------
+    Encoding
+
+    Raises
+    ------
+    ConfigError
+        If ``name`` is unknown, or does not suit ``dtype``.
+    MissingDependencyError
+        If ``wavpack`` is asked for and ``wavpack-numcodecs`` is not installed.
+    """
+    dtype = np.dtype(dtype)
+    if name not in CODECS:
+        raise ConfigError(f"unknown compression {name!r}: expected one of {', '.join(CODECS)}")
+    if name in INTEGER_ONLY and dtype.kind not in "iu":
+        valid = [c for c in CODECS if c not in INTEGER_ONLY]
+        raise ConfigError(
+            f"compression {name!r} is for integer samples, but this store holds {dtype}: "
+            f"use one of {', '.join(valid)}")
+    if name == "none":
+        return Encoding(None)
+    bitshuffle = numcodecs.Blosc.BITSHUFFLE
+    if name == "zstd-delta":
+        return Encoding(
+            numcodecs.Blosc("zstd", clevel=1 if level is None else level, shuffle=bitshuffle,
+                            blocksize=DELTA_BLOCKSIZE),
+            filters=[numcodecs.Delta(dtype=dtype.str)],
+            order="F",
+        )
+    if name == "wavpack":
+        return Encoding(_wavpack(1 if level is None else level, dtype))
+    return Encoding(numcodecs.Blosc(name, clevel=3 if level is None else level, shuffle=bitshuffle))
+
+
+def _wavpack(level: int, dtype: np.dtype) -> Any:
+    if dtype.name not in ("int8", "int16", "int32"):
+        raise ConfigError(f"WavPack stores int8, int16 or int32 samples, not {dtype}: choose another compression")
+    try:
+        from wavpack_numcodecs import WavPack
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "compression 'wavpack' needs the wavpack-numcodecs package, which is not installed "
+            f"({exc}): pip install 'neuropool[wavpack]' (on Linux it builds against libwavpack: "
+            "apt-get install wavpack libwavpack-dev first), or choose another compression: "
+            f"{', '.join(c for c in CODECS if c != 'wavpack')}"
+        ) from None
+    if level not in (1, 2, 3, 4):
+        raise ConfigError(f"WavPack level must be 1, 2, 3 or 4, got {level}")
+    # one thread each way: neuropool's workers are single-threaded, parallelism is across blocks
+    return WavPack(level=level, num_encoding_threads=1, num_decoding_threads=1)
