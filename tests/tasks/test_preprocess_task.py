@@ -3,18 +3,21 @@ channels each preset removes, the IBL labels file, refusal of a broken probe, an
 
 from __future__ import annotations
 
+import random
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pydantic
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from neuropool.errors import RawDataError
 from neuropool.io import timeseries
 from neuropool.tasks import get_task
 from neuropool.tasks.base import TaskContext
 from neuropool.tasks.preprocessing import (
-    DEAD,
     GOOD,
     OUTSIDE,
     CommonReference,
@@ -55,13 +58,20 @@ def planted(tmp_path_factory) -> tuple[str, np.ndarray, Path]:
     return raw_store(str(folder / "raw.zarr"), raw, info.positions), truth, folder
 
 
-def run_preprocess(params: dict, raw_url: str, folder: Path) -> tuple[dict, timeseries.TimeseriesStore]:
+def run_preprocess(params: dict, raw_url: str, folder: Path,
+                   workers: ProcessPoolExecutor | None = None) -> tuple[dict, timeseries.TimeseriesStore]:
+    """setup, every block, finish; the blocks in shuffled order on ``workers`` when given."""
     task = get_task("preprocess")(params)
     ctx = TaskContext(node="preprocess[probe00]", probe="probe00", inputs={"ephys.raw": raw_url},
                       outputs={"ephys.preprocessed": str(folder / "preprocessed.zarr"),
                                "ephysChannels.labels": str(folder / "_iblqc_ephysChannels.labels.npy")})
     blocks = task.setup(ctx)
-    summary = task.finish(ctx, [task.run_block(ctx, b) for b in blocks])
+    if workers is None:
+        results = [task.run_block(ctx, b) for b in blocks]
+    else:
+        random.Random(len(blocks)).shuffle(blocks)
+        results = list(workers.map(task.run_block, [ctx] * len(blocks), blocks))
+    summary = task.finish(ctx, results)
     return summary, timeseries.TimeseriesStore(ctx.outputs["ephys.preprocessed"])
 
 
@@ -121,6 +131,41 @@ def test_detection_off_keeps_every_channel_unlabelled(planted, tmp_path):
     assert summary["steps"] == ["PhaseShift", "HighPass", "CommonReference"]
     assert len(store.channel_ids) == N_CHANNELS and not store.coord("labels").any()
     assert store.attrs["bad_channels"]["detected"] is False
+
+
+# -- independent of the chunking and of the workers -----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reference_outputs(planted, tmp_path_factory) -> dict[str, np.ndarray]:
+    """Each chain in one process, with 1 s blocks."""
+    raw_url = planted[0]
+    out = {}
+    for name, params in CHAINS.items():
+        folder = tmp_path_factory.mktemp(f"reference-{name}")
+        _, store = run_preprocess({**params, **FAST}, raw_url, folder)
+        out[name] = store.read(0, store.n_samples)
+    return out
+
+
+CHAINS = {"default": {}, "ibl": {"preset": "ibl"}, "local": {"reference": "local"}}
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(chain=st.sampled_from(sorted(CHAINS)), chunk_ms=st.integers(min_value=100, max_value=900),
+       per_block=st.integers(min_value=1, max_value=4), two_workers=st.booleans())
+def test_output_does_not_depend_on_chunks_or_workers(planted, reference_outputs, tmp_path_factory,
+                                                     chain, chunk_ms, per_block, two_workers):
+    params = {**CHAINS[chain], **FAST, "chunk_seconds": chunk_ms / 1000, "chunks_per_block": per_block}
+    folder = tmp_path_factory.mktemp("chunked")
+    if two_workers:  # two worker processes, blocks in shuffled order
+        with ProcessPoolExecutor(2) as workers:
+            _, store = run_preprocess(params, planted[0], folder, workers)
+    else:
+        _, store = run_preprocess(params, planted[0], folder)
+    ours, reference = store.read(0, store.n_samples), reference_outputs[chain]
+    worst = np.abs(ours - reference).max() / np.sqrt(np.mean(reference.astype(np.float64) ** 2))
+    assert worst < 1e-4, (chain, chunk_ms, per_block, two_workers, worst)
 
 
 # -- parameters and presets -----------------------------------------------------------------------
