@@ -21,12 +21,13 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import numcodecs
 import numpy as np
 import xarray as xr
 import zarr
 
 from neuropool.errors import StoreError
-from neuropool.io.codecs import encoding
+from neuropool.io.codecs import delta_from_time_diffs, encoding
 
 #: Per-channel coordinates every store carries, with their dtype.
 CHANNEL_COORDS: dict[str, str] = {
@@ -99,6 +100,42 @@ def write_block(url: str, start: int, data: np.ndarray, storage_options: dict[st
     if start % chunk or (stop % chunk and stop != arr.shape[0]):
         raise StoreError(f"{url}: block [{start}, {stop}) is not aligned to chunks of {chunk} samples")
     arr[start:stop] = data
+
+
+def write_time_diffs(url: str, start: int, diffs: np.ndarray,
+                     storage_options: dict[str, Any] | None = None) -> bool:
+    """Write one whole chunk given as per-channel time differences, if the store takes them as
+    they are (``zstd-delta``: channel-major chunks, ``Delta`` filter); else write nothing.
+
+    Parameters
+    ----------
+    url : str
+        The store.
+    start : int
+        First row; must start a chunk, and ``diffs`` must fill it.
+    diffs : numpy.ndarray
+        Writable ``(n_channels, chunk_samples)`` array, each row a channel's first sample then its
+        successive differences (as mtscomp stores them: ``MtscompReader.time_diffs``); modified.
+    storage_options : dict, optional
+        fsspec options.
+
+    Returns
+    -------
+    bool
+        True if written; False if the store's encoding or the block's shape does not allow it
+        (write the samples with :func:`write_block` then).
+    """
+    arr = zarr.open_array(store=_store(url, storage_options), path="traces", mode="r+")
+    chunk, n_channels = arr.chunks
+    filters = arr.filters or []
+    if (arr.order != "F" or len(filters) != 1 or not isinstance(filters[0], numcodecs.Delta)
+            or np.dtype(filters[0].dtype) != arr.dtype or np.dtype(filters[0].astype) != arr.dtype
+            or diffs.dtype != arr.dtype or diffs.shape != (n_channels, chunk) or start % chunk
+            or start + chunk > arr.shape[0] or arr.compressor is None):
+        return False
+    key = arr._chunk_key((start // chunk, 0))  # zarr 2's chunk naming ("traces/12.0")
+    arr.chunk_store[key] = arr.compressor.encode(delta_from_time_diffs(diffs))
+    return True
 
 
 def finalize(url: str, storage_options: dict[str, Any] | None = None) -> None:
@@ -180,9 +217,15 @@ class TimeseriesStore:
     def positions(self) -> np.ndarray:
         return np.stack([self.coord("x"), self.coord("y")], axis=1)
 
-    def read(self, start: int, stop: int, channels: np.ndarray | slice = slice(None)) -> np.ndarray:
-        """Rows ``[start, stop)`` of the chosen channels, time-major (C order) whatever the
-        order the chunks are stored in."""
+    def read(self, start: int, stop: int, channels: np.ndarray | slice = slice(None),
+             order: str = "C") -> np.ndarray:
+        """Rows ``[start, stop)`` of the chosen channels.
+
+        ``order="C"`` (default) returns a time-major array whatever the order the chunks are
+        stored in; ``order="native"`` returns the chunks' own layout (channel-major, a transposed
+        view, for ``zstd-delta`` stores), which saves a transposing copy for a caller that works
+        channel by channel (the preprocessing chain).
+        """
         traces = self.traces
         if not isinstance(channels, slice):
             index = np.asarray(channels)
@@ -194,8 +237,8 @@ class TimeseriesStore:
                 return np.ascontiguousarray(traces.get_orthogonal_selection((slice(start, stop), index)))
         if traces.order == "C":
             return traces[start:stop, channels]
-        # channel-major chunks (zstd-delta): zarr would hand back an F-ordered array
+        # channel-major chunks (zstd-delta): copy them into an array of the requested layout
         n_rows = len(range(*slice(start, stop).indices(traces.shape[0])))
         n_cols = len(range(*channels.indices(traces.shape[1])))
-        out = np.empty((n_rows, n_cols), dtype=traces.dtype)
+        out = np.empty((n_rows, n_cols), dtype=traces.dtype, order="F" if order == "native" else "C")
         return traces.get_basic_selection((slice(start, stop), channels), out=out)

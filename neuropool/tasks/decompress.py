@@ -80,8 +80,14 @@ class Decompress(Task):
         kind, reader, start, stop = block
         if kind == "verify":
             return {"verified": bool(reader.verify())}
+        url = ctx.outputs["ephys.raw"]
+        time_diffs = getattr(reader, "time_diffs", None)  # mtscomp: its chunks are time differences
+        if self.params.compression == "zstd-delta" and time_diffs is not None:
+            diffs = time_diffs(start, stop)  # None unless [start, stop) is one mtscomp chunk
+            if diffs is not None and timeseries.write_time_diffs(url, start, diffs, ctx.storage_options):
+                return {"samples": int(stop - start)}  # no cumulative sum, no re-differencing
         data = reader.read(start, stop)
-        timeseries.write_block(ctx.outputs["ephys.raw"], start, data, ctx.storage_options)
+        timeseries.write_block(url, start, data, ctx.storage_options)
         return {"samples": int(data.shape[0])}
 
     def finish(self, ctx: TaskContext, results: list[Any]) -> dict[str, Any]:

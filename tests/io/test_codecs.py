@@ -108,3 +108,53 @@ def test_wavpack_without_the_package_says_what_to_install(monkeypatch):
     with pytest.raises(MissingDependencyError, match=r"pip install 'neuropool\[wavpack\]'.*libwavpack-dev"):
         encoding("wavpack")
     assert encoding("zstd").compressor is not None  # the others need nothing more
+
+
+def _decompress(cbin, out: str) -> list:
+    from neuropool.tasks.base import TaskContext
+
+    task = Decompress({"compression": "zstd-delta", "verify_checksum": False})
+    ctx = TaskContext(node="decompress[p]", probe="p", inputs={"ephys.source": str(cbin)},
+                      outputs={"ephys.raw": out})
+    results = [task.run_block(ctx, block) for block in task.setup(ctx)]
+    task.finish(ctx, results)
+    return results
+
+
+def test_mtscomp_chunks_go_into_zstd_delta_without_a_round_trip(tmp_path, monkeypatch):
+    """decompress hands mtscomp's time differences straight to the zstd-delta store (no cumulative
+    sum, no re-differencing): the stored chunks are byte for byte those of the sample path."""
+    import mtscomp
+
+    from neuropool.io.readers.mtscomp import MtscompReader
+
+    data = _wide_band(3500, 6, seed=2)  # 3 whole 1-s chunks and a partial one, at 1 kHz
+    data[10:20:2], data[11:21:2] = 32767, -32768
+    data[:, 3] = np.arange(3500) * 37  # wraps around int16 several times
+    raw = tmp_path / "rec.bin"
+    data.tofile(raw)
+    cbin = tmp_path / "rec.cbin"
+    mtscomp.compress(str(raw), str(cbin), str(tmp_path / "rec.ch"), sample_rate=1000.0, n_channels=6,
+                     dtype=np.int16, n_threads=1, check_after_compress=False, quiet=True)
+    reader = MtscompReader(str(cbin))
+    assert reader.time_diffs(0, 1000).shape == (6, 1000)
+    assert reader.time_diffs(0, 999) is None and reader.time_diffs(500, 1500) is None
+
+    fast = str(tmp_path / "fast.zarr")
+    taken, write = [], timeseries.write_time_diffs
+    monkeypatch.setattr(timeseries, "write_time_diffs", lambda *a: taken.append(write(*a)) or taken[-1])
+    _decompress(cbin, fast)
+    assert taken == [True, True, True, False]  # the partial last chunk: the sample path
+    monkeypatch.setattr(MtscompReader, "time_diffs", lambda self, a, b: None)
+    slow = str(tmp_path / "slow.zarr")
+    _decompress(cbin, slow)
+    for url in (fast, slow):
+        assert np.array_equal(timeseries.TimeseriesStore(url).read(0, 3500), data)
+    for key in ("0.0", "1.0", "2.0", "3.0"):
+        assert (tmp_path / "fast.zarr" / "traces" / key).read_bytes() == \
+            (tmp_path / "slow.zarr" / "traces" / key).read_bytes()
+    # a store that does not take differences refuses them and writes nothing
+    zstd = f"memory://{tmp_path.name}/zstd"
+    timeseries.create(zstd, n_samples=3500, channel_ids=[str(i) for i in range(6)], dtype="int16",
+                      chunk_samples=1000, coords=_coords(6), attrs={}, compression="zstd")
+    assert not timeseries.write_time_diffs(zstd, 0, np.zeros((6, 1000), np.int16))

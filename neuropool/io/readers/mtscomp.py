@@ -188,14 +188,8 @@ class MtscompReader(RawReader):
         state["_cache"] = None
         return state
 
-    def chunk(self, index: int) -> np.ndarray:
-        """Decompress chunk ``index`` into a read-only ``(n, n_channels)`` array (the last one is
-        cached), in the memory order it was stored in (``chunk_order``; mtscomp's default ``"F"``
-        is channel-major): a transposing copy costs as much as the cumulative sum, and a
-        channel-major zarr store (``zstd-delta``) would only transpose it back."""
-        cached = self._cache
-        if cached is not None and cached[0] == index:
-            return cached[1]
+    def _inflate(self, index: int) -> bytes:
+        """The decompressed bytes of chunk ``index``, as stored (differenced, ``chunk_order``)."""
         start, stop = int(self._offsets[index]), int(self._offsets[index + 1])
         n_rows = int(self._bounds[index + 1] - self._bounds[index])
         info = self.info
@@ -212,7 +206,20 @@ class MtscompReader(RawReader):
                 f"{info.url}: chunk {index} decompresses to {len(raw)} bytes, expected "
                 f"{n_rows * info.n_channels * info.dtype.itemsize}; the .cbin or its .ch is damaged"
             )
-        block = np.frombuffer(raw, dtype=info.dtype).reshape((n_rows, info.n_channels), order=self._order)
+        return raw
+
+    def chunk(self, index: int) -> np.ndarray:
+        """Decompress chunk ``index`` into a read-only ``(n, n_channels)`` array (the last one is
+        cached), in the memory order it was stored in (``chunk_order``; mtscomp's default ``"F"``
+        is channel-major): a transposing copy costs as much as the cumulative sum, and a
+        channel-major zarr store (``zstd-delta``) would only transpose it back."""
+        cached = self._cache
+        if cached is not None and cached[0] == index:
+            return cached[1]
+        n_rows = int(self._bounds[index + 1] - self._bounds[index])
+        info = self.info
+        block = np.frombuffer(self._inflate(index), dtype=info.dtype).reshape(
+            (n_rows, info.n_channels), order=self._order)
         if self._spatial_diff:
             block = np.cumsum(block, axis=1, dtype=info.dtype)
         if self._time_diff:
@@ -220,6 +227,22 @@ class MtscompReader(RawReader):
         block.flags.writeable = False
         self._cache = (index, block)
         return block
+
+    def time_diffs(self, start: int, stop: int) -> np.ndarray | None:
+        """Samples ``[start, stop)`` as stored, when that is exactly one chunk saved channel-major
+        with time differences only (mtscomp's defaults); None otherwise.
+
+        Returns a writable ``(n_channels, n)`` array: row ``c`` is channel ``c``'s first sample
+        followed by ``x[t] - x[t-1]`` (wrapping in the sample dtype). A writer that stores time
+        differences itself (the ``zstd-delta`` codec) takes them as they are, skipping the
+        cumulative sum here and the differences there.
+        """
+        index = int(np.searchsorted(self._bounds, start, side="right")) - 1
+        if (self._order != "F" or not self._time_diff or self._spatial_diff or index < 0
+                or index >= self.n_chunks or self._bounds[index] != start or self._bounds[index + 1] != stop):
+            return None
+        diffs = np.frombuffer(bytearray(self._inflate(index)), dtype=self.info.dtype)
+        return diffs.reshape(self.info.n_channels, stop - start)
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Samples ``[start, stop)``, decompressing only the chunks that overlap them.
