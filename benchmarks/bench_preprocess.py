@@ -18,6 +18,10 @@ Each configuration runs ``--repeat`` times (default 2), alternating neuropool an
 that both meet the same machine; the best run of each is compared. neuropool runs the same chain
 as SpikeInterface: bad-channel detection is turned off for the comparison.
 
+SpikeInterface runs in a process of its own (its imports are not timed), twice per repeat: as a
+user runs it, and with the glibc malloc settings neuropool gives its workers
+(:func:`neuropool.cluster.malloc.worker_environ`), to show how much of the difference they make.
+
 Usage: ``python benchmarks/bench_preprocess.py [--duration 20] [--workers 1 2] [--repeat 2] [--profile]
 [--raw-codec zstd]``
 """
@@ -27,8 +31,11 @@ from __future__ import annotations
 import argparse
 import cProfile
 import importlib
+import os
 import pstats
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -44,14 +51,14 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2, help="alternating runs of each; best kept")
     ap.add_argument("--raw-codec", default=None, help="codec of the raw store (default: the pipeline's)")
     args = ap.parse_args()
-
-    import spikeinterface.extractors as se
-    import spikeinterface.preprocessing as spre
+    user_env = dict(os.environ)  # before any Dask nanny exports its workers' settings into it
 
     from neuropool.cluster import InProcessPool, connect
+    from neuropool.cluster.malloc import worker_environ
     from neuropool.demo import make_demo_session
     from neuropool.graphs import run_graph, standard_graph
     from neuropool.graphs.config import PipelineConfig
+    from neuropool.io.codecs import warm_up
     from neuropool.io.session import open_session
     from neuropool.io.store import DerivedAsset
 
@@ -70,62 +77,92 @@ def main() -> None:
             assert run_graph(graph.subset(until="decompress"), assets[n], InProcessPool(gpus=0)).ok
         times: dict[int, list[float]] = {n: [] for n in args.workers}
         peaks: dict[int, float] = dict.fromkeys(args.workers, 0.0)
-        si_times: list[float] = []
-        si_peak = 0.0
+        si_envs = {"as a user runs it": {}, "same malloc settings as neuropool": worker_environ()}
+        si_times: dict[str, list[float]] = {name: [] for name in si_envs}
+        si_peaks = dict.fromkeys(si_envs, 0.0)
         n_si = max(args.workers)
-        for rep in range(args.repeat):  # alternate, so that both see the same machine
+        for _rep in range(args.repeat):  # alternate, so that both see the same machine
             for n in args.workers:
                 assets[n].uncommit("preprocess[probe00]")
                 with connect(n_workers=n, threads_per_worker=1) as pool:
                     for module in ("neuropool.graphs.runner", "neuropool.tasks.preprocess"):
                         pool.client.run(importlib.import_module, module)  # a running pool's imports
+                    pool.client.run(warm_up)  # and its compiled delta decoder
                     with PeakRSS() as mem:
                         t0 = time.perf_counter()
                         report = run_graph(graph.subset(only=["preprocess"]), assets[n], pool)
                         times[n].append(time.perf_counter() - t0)
                     peaks[n] = max(peaks[n], mem.peak / 2**20)
                     assert report.ok, report.failed()
-            rec = se.read_spikeglx(str(session / "raw_ephys_data" / "probe00"), stream_id="imec0.ap")
-            rec = spre.phase_shift(rec, dtype="float32")
-            rec = spre.highpass_filter(rec, freq_min=300.0, filter_order=3, dtype="float32")
-            rec = spre.common_reference(rec, reference="global", operator="median")
-            with PeakRSS() as mem_si:
-                t0 = time.perf_counter()
-                rec.save(folder=tmp / f"si{rep}", n_jobs=n_si, chunk_duration="1s", progress_bar=False)
-                si_times.append(time.perf_counter() - t0)
-            si_peak = max(si_peak, mem_si.peak / 2**20)
-            shutil.rmtree(tmp / f"si{rep}", ignore_errors=True)
-        t_si = min(si_times)
-        print(f"Recording: {args.duration:g} s x 384 channels; best of {args.repeat} alternating runs each. "
-              f"SpikeInterface save with n_jobs={n_si}: {t_si:.1f} s ({args.duration / t_si:.2f}x real time; "
-              f"all runs {', '.join(f'{t:.1f}' for t in si_times)} s), peak RSS {si_peak:.0f} MB")
+            for name, env in si_envs.items():
+                with PeakRSS() as mem_si:
+                    si_times[name].append(run_spikeinterface(session, tmp / "si", n_si, {**user_env, **env}))
+                si_peaks[name] = max(si_peaks[name], mem_si.peak / 2**20)
+        print(f"Recording: {args.duration:g} s x 384 channels; best of {args.repeat} alternating runs each.")
         print()
-        print("| neuropool workers | wall (all runs) | x real time | scaling efficiency | vs SpikeInterface | peak RSS |")
-        print("|---|---|---|---|---|---|")
+        print(f"| SpikeInterface save, n_jobs={n_si} | wall (all runs) | x real time | peak RSS |")
+        print("|---|---|---|---|")
+        for name, ts in si_times.items():
+            print(f"| {name} | {min(ts):.1f} s ({', '.join(f'{t:.1f}' for t in ts)}) | "
+                  f"{args.duration / min(ts):.2f}x | {si_peaks[name]:.0f} MB |")
+        t_si = min(si_times["as a user runs it"])
+        t_si_malloc = min(si_times["same malloc settings as neuropool"])
+        print()
+        print("| neuropool workers | wall (all runs) | x real time | scaling efficiency | vs SpikeInterface "
+              "| vs SpikeInterface, same malloc | peak RSS |")
+        print("|---|---|---|---|---|---|---|")
         best = {n: min(ts) for n, ts in times.items()}
         base = best[min(best)] * min(best)
         for n, t in best.items():
             runs = ", ".join(f"{x:.1f}" for x in times[n])
             print(f"| {n} | {t:.1f} s ({runs}) | {args.duration / t:.2f}x | {base / (n * t):.0%} | "
-                  f"{t_si / t:.2f}x | {peaks[n]:.0f} MB |")
+                  f"{t_si / t:.2f}x | {t_si_malloc / t:.2f}x | {peaks[n]:.0f} MB |")
         if args.profile:
             profile_blocks(assets[min(times)])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+#: SpikeInterface's chain, saved by its own executor, in a process of its own: prints the wall
+#: time of ``save`` alone (argv: SpikeGLX folder, output folder, n_jobs).
+SPIKEINTERFACE = (
+    "import sys, time, warnings\n"
+    "import spikeinterface.extractors as se, spikeinterface.preprocessing as spre\n"
+    "warnings.simplefilter('ignore')\n"
+    "rec = se.read_spikeglx(sys.argv[1], stream_id='imec0.ap')\n"
+    "rec = spre.phase_shift(rec, dtype='float32')\n"
+    "rec = spre.highpass_filter(rec, freq_min=300.0, filter_order=3, dtype='float32')\n"
+    "rec = spre.common_reference(rec, reference='global', operator='median')\n"
+    "t = time.perf_counter()\n"
+    "rec.save(folder=sys.argv[2], n_jobs=int(sys.argv[3]), chunk_duration='1s', progress_bar=False)\n"
+    "print(time.perf_counter() - t)\n"
+)
+
+
+def run_spikeinterface(session: Path, folder: Path, n_jobs: int, env: dict[str, str]) -> float:
+    """Seconds SpikeInterface takes to save the chain, in a fresh process with environment ``env``."""
+    shutil.rmtree(folder, ignore_errors=True)
+    done = subprocess.run(
+        [sys.executable, "-c", SPIKEINTERFACE, str(session / "raw_ephys_data" / "probe00"), str(folder),
+         str(n_jobs)], env=env, capture_output=True, text=True, check=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    return float(done.stdout.strip().splitlines()[-1])
+
+
 # Stage of each profiled function, by name (names starting with "_" also match as fragments);
 # first match wins.
 STAGES = [
-    ("read raw store (zarr decode, delta filter)", ("_decode_chunk", "_process_chunk", "cumsum",
-                                                   "_chunk_getitem", "getitems", "readinto", "read")),
-    ("write output (lz4 encode, file)", ("_encode_chunk", "maybe_convert", "setitems", "write",
-                                        "_chunk_setitem", "open", "__exit__")),
+    ("read raw store (Blosc decode, delta running sum)", ("_decode_chunk", "_process_chunk", "running_sum",
+                                                        "cumsum", "_chunk_getitem", "getitems",
+                                                        "readinto", "read")),
+    ("write output (file)", ("_encode_chunk", "maybe_convert", "setitems", "write", "_chunk_setitem",
+                             "open", "__exit__")),
     ("FFT filters (phase shift + high-pass)", ("_fix_shape", "apply_responses", "combine",
                                                "r2c", "c2r")),
-    ("median reference", ("partition", "_median_across_channels", "CommonReference")),
-    ("µV conversion, transposes", ("_transposed_copy", "channel_major", "sample_major",
-                                   "_to_microvolts", "astype", "copy")),
+    ("median reference (tiled: to time-major, partition, subtract)",
+     ("partition", "_median_across_channels", "_subtract_global", "CommonReference", "copy")),
+    ("µV conversion", ("_transposed_copy", "channel_major", "sample_major",
+                       "_to_microvolts", "astype")),
 ]
 
 

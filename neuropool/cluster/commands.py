@@ -220,7 +220,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import dask
     from distributed import Nanny
 
-    from neuropool.cluster.dask import WORKER_CONFIG
+    from neuropool.cluster.dask import worker_config
 
     security = _security(args)
     protocol = "tls" if security is not None else "tcp"
@@ -247,7 +247,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         host, port = _host_port(listen, "--listen-address")
         where.update(host=host, worker_port=port, listen_address=listen)
     limit = _memory_limit(args.memory_limit, nthreads)
-    dask.config.set(WORKER_CONFIG)  # read again by the nanny each time it starts a worker process
+    dask.config.set(worker_config())  # read again by the nanny each time it starts a worker process
     shown = " ".join(f"{k}={v:g}" for k, v in resources.items())
     print(f"Joining {address} as {args.name or 'a worker'}: {nthreads} thread(s), memory limit "
           f"{limit}, resources {shown}"

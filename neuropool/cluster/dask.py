@@ -12,11 +12,22 @@ from distributed.client import _wait
 
 from neuropool.cluster.base import Pool
 from neuropool.cluster.gpus import count_gpus
+from neuropool.cluster.malloc import MALLOC_VARIABLES, worker_environ
 from neuropool.errors import ConfigError
 
 #: Dask settings every neuropool worker needs. Sorters start their own process pools, which a
 #: daemonic worker process may not do.
 WORKER_CONFIG = {"distributed.worker.daemon": False}
+
+
+def worker_config() -> dict[str, Any]:
+    """Dask settings for the worker processes a nanny starts: :data:`WORKER_CONFIG`, and glibc
+    malloc settings that let a worker reuse the memory of its last block
+    (:mod:`neuropool.cluster.malloc`) on top of Dask's own pre-spawn environment."""
+    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {})
+    # NEUROPOOL_MALLOC_KEEP_MB=0: none of them (None unsets one, also one an earlier pool set)
+    malloc = worker_environ() or dict.fromkeys(MALLOC_VARIABLES)
+    return {**WORKER_CONFIG, "distributed.nanny.pre-spawn-environ": {**environ, **malloc}}
 
 
 class DaskPool(Pool):
@@ -70,7 +81,7 @@ class DaskPool(Pool):
             given = ", ".join(k for k, v in local_only.items() if v is not None)
             raise ConfigError(f"{given} only apply to a LocalCluster that DaskPool starts itself")
         self._own_cluster = None
-        dask.config.set(WORKER_CONFIG)
+        dask.config.set(worker_config())
         if no_workers_timeout is not None:
             dask.config.set({"distributed.scheduler.no-workers-timeout": f"{no_workers_timeout}s"})
         if address is not None:

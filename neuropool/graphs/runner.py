@@ -34,6 +34,7 @@ from datetime import datetime
 from typing import Any
 
 from neuropool.cluster.base import Pool, worker_identity
+from neuropool.cluster.malloc import retain_freed_memory
 from neuropool.errors import GraphError, StoreError
 from neuropool.graphs.graph import Graph, Node
 from neuropool.io import urls
@@ -86,6 +87,7 @@ def _run_block(task: Task, ctx: TaskContext, block: Any) -> tuple[Any, str]:
     """
     from threadpoolctl import threadpool_limits
 
+    retain_freed_memory()  # block-sized arrays reuse freed memory instead of faulting it in
     if not task.limit_blas:  # the task manages its own parallelism (sorters' n_jobs)
         return task.run_block(ctx, block), worker_identity()
     with threadpool_limits(limits=max(1, math.ceil(task.resources().cpus)), user_api="blas"):

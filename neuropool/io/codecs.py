@@ -22,6 +22,11 @@ decodes the stores without neuropool.
     not compress at all (full-scale random noise), as its output buffer is the input's size.
 ``none``
     Uncompressed chunks.
+
+Importing this module registers :class:`Delta`, a faster decoder of numcodecs' ``delta`` filter,
+under its id: same bytes in, same array out (tested against ``numcodecs.Delta``), but the
+running sum of an integer chunk is a compiled loop (numba) instead of ``numpy.cumsum``, which
+ran at ~3 ns per sample and made the time-delta decode 2/3 of a ``zstd-delta`` read.
 """
 
 from __future__ import annotations
@@ -155,3 +160,57 @@ def delta_from_time_diffs(diffs: np.ndarray) -> np.ndarray:
     last = diffs.sum(axis=1, dtype=diffs.dtype)  # each channel's last sample (wraps as the diffs did)
     diffs[1:, 0] -= last[:-1]
     return diffs.reshape(-1)
+
+
+class Delta(numcodecs.Delta):
+    """numcodecs' ``Delta`` filter with a compiled decoder for integer samples.
+
+    Encoding, configuration and codec id are numcodecs' own, so stores stay readable by any zarr
+    v2 reader; only ``decode`` of integer data with ``dtype == astype`` changes: the running sum
+    wraps in the dtype exactly as ``numpy.cumsum`` cast to it does, ~6x faster (numba; compiled
+    once per process, on first use, and cached on disk).
+    """
+
+    codec_id = "delta"
+
+    def decode(self, buf: Any, out: Any = None) -> Any:  # noqa: D102 - numcodecs' contract
+        if self.dtype != self.astype or self.dtype.kind not in "iu":
+            return super().decode(buf, out)
+        enc = numcodecs.compat.ensure_ndarray(buf).view(self.astype).reshape(-1, order="A")
+        if out is not None:
+            dec = numcodecs.compat.ensure_ndarray(out)
+            if dec.dtype == self.dtype and dec.size == enc.size and dec.flags.c_contiguous:
+                _running_sum()(enc, dec.reshape(-1))
+                return out
+        dec = np.empty_like(enc, dtype=self.dtype)
+        _running_sum()(enc, dec)
+        return numcodecs.compat.ndarray_copy(dec, out)
+
+
+_RUNNING_SUM: Any = None
+
+
+def warm_up() -> None:
+    """Compile the delta decoder now (or load it from numba's cache: ~0.5 s in a fresh process)
+    rather than during a worker's first read."""
+    _running_sum()(np.zeros(1, np.int16), np.zeros(1, np.int16))
+
+
+def _running_sum() -> Any:
+    """The compiled ``out[i] = x[0] + ... + x[i]`` (wrapping in ``out``'s dtype), built once."""
+    global _RUNNING_SUM
+    if _RUNNING_SUM is None:
+        import numba
+
+        @numba.njit(nogil=True, cache=True)
+        def running_sum(x: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
+            acc = 0
+            for i in range(x.size):
+                acc += x[i]
+                out[i] = acc  # the int64 sum truncated to out's dtype: the wrapped cumsum
+
+        _RUNNING_SUM = running_sum
+    return _RUNNING_SUM
+
+
+numcodecs.register_codec(Delta)

@@ -18,6 +18,7 @@ from any number of workers (``write_block``): no two writers ever touch the same
 from __future__ import annotations
 
 import os
+import posixpath
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ import xarray as xr
 import zarr
 
 from neuropool.errors import StoreError
+from neuropool.io import urls
 from neuropool.io.codecs import delta_from_time_diffs, encoding
 
 #: Per-channel coordinates every store carries, with their dtype.
@@ -40,8 +42,26 @@ CHANNEL_COORDS: dict[str, str] = {
 }
 
 
+class _Store(zarr.storage.FSStore):
+    """zarr's fsspec store, writing local chunk files from their buffers without a copy.
+
+    ``FSStore.setitems`` turns every encoded chunk into ``bytes`` (fsspec's ``FSMap``) before
+    writing it: one more pass over ~46 MB per second of 384-channel float32 data. A local file
+    takes the buffer as it is; other filesystems keep fsspec's path.
+    """
+
+    def setitems(self, values: dict[str, Any]) -> None:
+        if self.mode == "r" or not urls.is_local_fs(self.fs):
+            return super().setitems(values)
+        for key, value in values.items():
+            path = self.map._key_to_str(self._normalize_key(key))
+            self.fs.mkdirs(posixpath.dirname(path), exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(numcodecs.compat.ensure_contiguous_ndarray(value).view(np.uint8))
+
+
 def _store(url: str, storage_options: dict[str, Any] | None) -> zarr.storage.FSStore:
-    return zarr.storage.FSStore(url, **(storage_options or {}))
+    return _Store(url, **(storage_options or {}))
 
 
 def create(

@@ -68,7 +68,7 @@ def write_json(url: str, obj: Any, storage_options: dict[str, Any] | None = None
     fs, path = get_fs(url, storage_options)
     data = json.dumps(obj, indent=2, sort_keys=False, default=str).encode()
     fs.makedirs(posixpath.dirname(path), exist_ok=True)
-    if _is_local(fs):
+    if is_local_fs(fs):
         tmp = path + ".tmp"
         with fs.open(tmp, "wb") as f:
             f.write(data)
@@ -78,7 +78,8 @@ def write_json(url: str, obj: Any, storage_options: dict[str, Any] | None = None
             f.write(data)
 
 
-def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
+def is_local_fs(fs: fsspec.AbstractFileSystem) -> bool:
+    """True if ``fs`` is the local disk."""
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     return protocol in ("file", "local")
 
@@ -86,13 +87,13 @@ def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
 def is_local(url: str) -> bool:
     """True if ``url`` is on the local disk."""
     fs, _ = get_fs(url)
-    return _is_local(fs)
+    return is_local_fs(fs)
 
 
 def local_path(url: str) -> str:
     """The filesystem path of a local URL (for libraries that only take paths)."""
     fs, path = get_fs(url)
-    if not _is_local(fs):
+    if not is_local_fs(fs):
         raise StoreError(f"{url!r} is not on the local disk")
     return path
 

@@ -41,8 +41,9 @@ class PreprocessTaskParams(PreprocessParams, Params):
     chunk_seconds: float = Field(1.0, gt=0, le=60, description="output zarr chunk length, s")
     chunks_per_block: int = Field(2, ge=1, le=1000, description="zarr chunks computed per work block")
     # float32 µV of cleaned noise barely compresses (1.07x zstd, 1.09x lz4 measured on the demo
-    # recording) while zstd costs ~0.15 s per second of 384-channel data: lz4 by default.
-    compression: str = Field("lz4", pattern="^(zstd|lz4|none)$")
+    # recording) while lz4 costs ~0.07 s and zstd ~0.15 s per second of 384-channel data, about
+    # a tenth of the whole chain's time: uncompressed by default.
+    compression: str = Field("none", pattern="^(zstd|lz4|none)$")
 
 
 class Preprocess(Task):

@@ -158,3 +158,37 @@ def test_mtscomp_chunks_go_into_zstd_delta_without_a_round_trip(tmp_path, monkey
     timeseries.create(zstd, n_samples=3500, channel_ids=[str(i) for i in range(6)], dtype="int16",
                       chunk_samples=1000, coords=_coords(6), attrs={}, compression="zstd")
     assert not timeseries.write_time_diffs(zstd, 0, np.zeros((6, 1000), np.int16))
+
+
+# -- the compiled decoder of numcodecs' delta filter ------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["<i1", "<i2", "<u2", "<i4", "<i8"])
+def test_delta_decoder_equals_numcodecs(dtype):
+    import numcodecs
+
+    from neuropool.io.codecs import Delta
+
+    assert type(numcodecs.get_codec({"id": "delta", "dtype": dtype})) is Delta  # registered
+    info = np.iinfo(dtype)
+    x = np.random.default_rng(0).integers(info.min, info.max, size=50_001, endpoint=True).astype(dtype)
+    encoded = numcodecs.Delta(dtype=dtype).encode(x)  # wraps around the dtype's range
+    ours = Delta(dtype=dtype)
+    np.testing.assert_array_equal(ours.decode(encoded), x)
+    out = np.empty_like(x)
+    assert ours.decode(encoded, out=out) is out
+    np.testing.assert_array_equal(out, x)
+    strided = np.empty((x.size, 2), dtype=dtype)[:, 0]  # not contiguous: numcodecs' copy path
+    ours.decode(encoded, out=strided)
+    np.testing.assert_array_equal(strided, x)
+    assert ours.get_config() == numcodecs.Delta(dtype=dtype).get_config()
+
+
+def test_delta_decoder_leaves_other_dtypes_to_numcodecs():
+    import numcodecs
+
+    from neuropool.io.codecs import Delta
+
+    x = np.linspace(-3, 3, 1001)
+    encoded = numcodecs.Delta(dtype="<f8", astype="<f4").encode(x)
+    np.testing.assert_allclose(Delta(dtype="<f8", astype="<f4").decode(encoded), x, atol=1e-5)

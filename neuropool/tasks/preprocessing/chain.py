@@ -108,6 +108,8 @@ class Chain:
         stop: int,
         n_samples: int,
         info: ChannelInfo,
+        *,
+        fft: bool = True,
     ) -> np.ndarray:
         """Preprocess samples ``[start, stop)``.
 
@@ -122,6 +124,11 @@ class Chain:
             Length of the recording.
         info : ChannelInfo
             Sampling frequency, gains and ADC shifts of the channels ``read`` returns.
+        fft : bool, default True
+            Run consecutive linear filters as one FFT wherever their window touches neither edge
+            of the recording (a block that does touch an edge is split: its first or last
+            ``margin + 1`` samples run step by step, the rest takes the fast path). ``False``
+            runs every step on its own everywhere: the reference the fast path is tested against.
 
         Returns
         -------
@@ -147,12 +154,50 @@ class Chain:
                 f"read({a}, {b}) returned shape {raw.shape}, expected {(b - a, n_channels)} "
                 f"(samples x ephys channels)"
             )
+        pieces = self._pieces(start, stop, n_samples, info) if fft else [(start, stop)]
+        if len(pieces) == 1:
+            return self._run(raw, a, b, start, stop, n_samples, info, fft)
+        out = np.empty((stop - start, n_channels), dtype=np.float32)
+        total = sum(margins)
+        for s, e in pieces:  # each piece reads its own margins from the one read above
+            a2, b2 = max(0, s - total), min(n_samples, e + total)
+            out[s - start : e - start] = self._run(
+                raw[a2 - a : b2 - a], a2, b2, s, e, n_samples, info, fft
+            )
+        return out
+
+    def _pieces(
+        self, start: int, stop: int, n_samples: int, info: ChannelInfo
+    ) -> list[tuple[int, int]]:
+        """``[start, stop)`` cut so that every piece but the first and last ``margin + 1``
+        samples of the recording has windows that touch neither edge (the FFT fast path)."""
+        if not any(self._spectral_run(k, info) for k in range(len(self.steps))):
+            return [(start, stop)]
+        m = self.margin(info.sampling_frequency)
+        head, tail = max(start, m + 1), min(stop, n_samples - m - 1)
+        if head >= tail:  # a short recording: all of it lies near an edge
+            return [(start, stop)]
+        return [(s, e) for s, e in ((start, head), (head, tail), (tail, stop)) if e > s]
+
+    def _run(
+        self,
+        raw: np.ndarray,
+        a: int,
+        b: int,
+        start: int,
+        stop: int,
+        n_samples: int,
+        info: ChannelInfo,
+        fft: bool,
+    ) -> np.ndarray:
+        """The steps over ``raw`` (samples ``[a, b)``), peeled down to ``[start, stop)``."""
+        margins = self.margins(info.sampling_frequency)
+        remaining = sum(margins)
         block = _to_microvolts(raw, info.gains_uv)
-        del raw
         k = 0
         while k < len(self.steps):
             at_start, at_end = a == 0, b == n_samples
-            group = self._spectral_run(k, info) if not (at_start or at_end) else 0
+            group = self._spectral_run(k, info) if fft and not (at_start or at_end) else 0
             if group:  # inside the recording: consecutive linear filters as one FFT
                 block = apply_responses(block, self.steps[k : k + group], info)
             else:

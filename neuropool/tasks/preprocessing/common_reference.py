@@ -161,16 +161,10 @@ class CommonReference(Step):
             groups = local_neighbours(info.positions, inside, self.local_radius_um,
                                       int(self.min_local_neighbors))
             return _subtract_local(np.asarray(block).T, groups, self.operator == "median").T
-        x = sample_major(block, np.float32)  # a new C-contiguous array, modified in place
-        if x.shape[1] == 0 or not inside.any():
-            return x
-        ref_channels = x if inside.all() else x[:, inside]
-        if self.operator == "median":
-            ref = _median_across_channels(ref_channels)
-        else:
-            ref = np.mean(ref_channels, axis=1, dtype=np.float32)
-        x -= ref[:, np.newaxis]
-        return x
+        block = np.asarray(block)
+        if block.shape[1] == 0 or not inside.any():
+            return sample_major(block, np.float32)
+        return _subtract_global(block, inside, self.operator == "median")
 
 
 # -- local reference ------------------------------------------------------------------------------
@@ -329,16 +323,52 @@ def _network_median(values: list[np.ndarray], spare: np.ndarray) -> np.ndarray:
     return upper
 
 
-def _median_across_channels(x: np.ndarray) -> np.ndarray:
+#: Samples per tile of the global reference: a 384-channel float32 tile (384 KiB) stays in a
+#: core's L2 cache from the transposing copy through the partition to the subtraction.
+_GLOBAL_TILE = 256
+
+
+def _subtract_global(block: np.ndarray, inside: np.ndarray, median: bool) -> np.ndarray:
+    """``block`` minus the median (or mean) of its ``inside`` channels at each sample, as a new
+    C-contiguous float32 array, tile by tile.
+
+    The chain hands over channel-major blocks (time-major views of them): copying a tile of
+    samples to time-major order, taking its reference and subtracting it while the tile is
+    still in cache takes ~2/3 of the time of a whole-block transpose, partition copy and
+    subtraction (the median is the same bit for bit: it is computed sample by sample).
+    """
+    n_samples, n_channels = block.shape
+    out = np.empty((n_samples, n_channels), dtype=np.float32)
+    index = np.flatnonzero(inside)
+    # outside-brain channels are a contiguous block at one end: a slice then, not a fancy index
+    columns = slice(index[0], index[-1] + 1) if index[-1] - index[0] + 1 == index.size else index
+    for i in range(0, n_samples, _GLOBAL_TILE):
+        tile = out[i : i + _GLOBAL_TILE]
+        tile[...] = block[i : i + _GLOBAL_TILE]
+        ref_channels = tile[:, columns]
+        if median:  # partition a copy in place
+            ref = _median_across_channels(ref_channels.copy(), overwrite=True)
+        else:
+            ref = np.mean(ref_channels, axis=1, dtype=np.float32)
+        tile -= ref[:, np.newaxis]
+    return out
+
+
+def _median_across_channels(x: np.ndarray, overwrite: bool = False) -> np.ndarray:
     """``np.median(x, axis=1)`` for finite float32 data, 4-5x faster for 384 channels.
 
     One partition around the upper middle element; for an even channel count the lower middle
     element is the maximum of the lower half, and the two are averaged exactly as
-    ``np.median`` does (float32 sum, halved), so the results are bit-identical.
+    ``np.median`` does (float32 sum, halved), so the results are bit-identical. With
+    ``overwrite``, ``x`` itself is partitioned (no copy).
     """
     n_channels = x.shape[1]
     half = n_channels // 2
-    part = np.partition(x, half, axis=1)
+    if overwrite:
+        x.partition(half, axis=1)
+        part = x
+    else:
+        part = np.partition(x, half, axis=1)
     upper = part[:, half]
     if n_channels % 2:
         return upper
