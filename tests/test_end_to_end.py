@@ -39,7 +39,8 @@ def test_demo_recovers_ground_truth_and_exports_alf(demo, capsys):
     out, session, asset = demo
     commits = asset.commits()
     assert set(commits) == {f"{t}[probe00]" for t in
-                            ("decompress", "preprocess", "sort", "qc", "localize", "export", "lfp", "raw_qc")}
+                            ("decompress", "preprocess", "sort", "qc", "localize", "export", "decompress_lf", "lfp",
+                             "raw_qc")}
     gt = ground_truth_match(asset.dataset_url("ephys.sorting", "probe00"),
                             str(session / "ground_truth" / "probe00"),
                             asset.dataset_url("units.locations", "probe00"))

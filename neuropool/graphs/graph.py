@@ -38,6 +38,8 @@ class Node:
     probe: str
     params: dict[str, Any] = field(default_factory=dict)
     retries: int = 2
+    #: the task's optional inputs (``Task.optional_inputs``) that this node reads
+    optional: tuple[str, ...] = ()
 
     @property
     def id(self) -> str:
@@ -50,7 +52,7 @@ class Node:
     @property
     def inputs(self) -> dict[str, str]:
         """Dataset name -> key, for what this node reads."""
-        return {d: dataset_key(d, self.probe) for d in get_task(self.task).inputs}
+        return {d: dataset_key(d, self.probe) for d in (*get_task(self.task).inputs, *self.optional)}
 
     @property
     def outputs(self) -> dict[str, str]:
@@ -78,11 +80,16 @@ class Graph:
     def __repr__(self) -> str:
         return f"<Graph {len(self.nodes)} nodes: {', '.join(self.nodes)}>"
 
-    def add(self, task: str, probe: str, params: dict[str, Any] | None = None, retries: int = 2) -> Node:
-        """Add a node running ``task`` on ``probe``; parameters are validated now."""
+    def add(self, task: str, probe: str, params: dict[str, Any] | None = None, retries: int = 2,
+            optional: tuple[str, ...] | list[str] = ()) -> Node:
+        """Add a node running ``task`` on ``probe``; parameters are validated now. ``optional``
+        names the task's optional inputs that the node reads (e.g. ``lfp`` from an LF stream)."""
         spec.check_probe_name(probe)
-        node = Node(task, probe, dict(params or {}), retries)
-        node.make_task()  # validates the task name and parameters
+        node = Node(task, probe, dict(params or {}), retries, tuple(optional))
+        allowed = node.make_task().optional_inputs  # validates the task name and parameters
+        if set(node.optional) - set(allowed):
+            raise GraphError(f"{node.id}: {sorted(set(node.optional) - set(allowed))} are not optional "
+                             f"inputs of {task} (those are: {', '.join(allowed) or 'none'})")
         if node.id in self.nodes:
             raise GraphError(f"the graph already has a node {node.id}")
         self.nodes[node.id] = node
@@ -225,7 +232,7 @@ class Graph:
         return {
             "nodes": [
                 {"id": n.id, "task": n.task, "probe": n.probe, "params": n.params,
-                 "retries": n.retries, "version": get_task(n.task).version,
+                 "retries": n.retries, "optional": list(n.optional), "version": get_task(n.task).version,
                  "inputs": n.inputs, "outputs": n.outputs}
                 for n in (self.nodes[i] for i in self.topological_order())
             ],
@@ -240,7 +247,7 @@ class Graph:
         g = cls(data.get("sources", {}))
         g.session = dict(data.get("session", {}))
         for n in data["nodes"]:
-            g.add(n["task"], n["probe"], n.get("params", {}), n.get("retries", 2))
+            g.add(n["task"], n["probe"], n.get("params", {}), n.get("retries", 2), n.get("optional", ()))
         return g
 
     def to_json(self) -> str:

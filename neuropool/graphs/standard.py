@@ -1,6 +1,6 @@
 """The standard per-probe graph: decompress -> preprocess -> sort -> qc -> localize -> export,
-with the LFP band (``lfp``) and the raw-data QC (``raw_qc``) branching off decompress, and where
-its results go (:func:`plan`, shared by the notebook client, the CLI and the flows)."""
+with the LFP band (``lfp``) and the raw-data QC (``raw_qc``) branching off decompress (and off
+``decompress_lf`` for a probe with a separate LF stream: NP1 and 3A), and where its results go (:func:`plan`, shared by the notebook client, the CLI and the flows)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from neuropool.graphs.config import PipelineConfig, load_config
 from neuropool.graphs.graph import Graph, dataset_key
 from neuropool.io import urls
 from neuropool.io.session import Session, open_session
-from neuropool.io.spec import SOURCE_DATASET
+from neuropool.io.spec import SOURCE_DATASET, SOURCE_LF_DATASET
 from neuropool.io.store import DerivedAsset
-from neuropool.tasks import STANDARD
+from neuropool.tasks import STANDARD, get_task
 
 
 def standard_graph(session: Session, config: PipelineConfig | None = None) -> Graph:
@@ -21,14 +21,23 @@ def standard_graph(session: Session, config: PipelineConfig | None = None) -> Gr
     A task whose config section says ``enabled: false`` (``lfp``, ``raw_qc``) is left out.
     """
     config = config or PipelineConfig()
-    graph = Graph({dataset_key(SOURCE_DATASET, probe): url for probe, url in session.probes.items()})
+    sources = {dataset_key(SOURCE_DATASET, probe): url for probe, url in session.probes.items()}
+    sources.update({dataset_key(SOURCE_LF_DATASET, probe): url for probe, url in session.lf.items()
+                    if probe in session.probes})
+    graph = Graph(sources)
     graph.session = {"name": session.name, "url": session.url.split("@")[-1],
                      "probes": {p: session.probe_info(p) for p in session.probes}}
     for probe in session.probes:
         for task in STANDARD:
             if not getattr(getattr(config, task, None), "enabled", True):
                 continue
-            graph.add(task, probe, config.task_params(task), retries=config.retries)
+            if task == "decompress_lf":  # only for a separate LF stream; decompress's settings
+                if probe in session.lf:
+                    graph.add(task, probe, config.task_params("decompress"), retries=config.retries)
+                continue
+            available = set(graph.producers()) | set(graph.sources)
+            optional = [d for d in get_task(task).optional_inputs if dataset_key(d, probe) in available]
+            graph.add(task, probe, config.task_params(task), retries=config.retries, optional=optional)
     return graph
 
 

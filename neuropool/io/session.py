@@ -7,6 +7,11 @@ A session is a folder (or a single recording file). Its probes are found, in ord
 2. else by looking for recordings: SpikeGLX AP streams (``*.ap.cbin`` preferred over ``*.ap.bin``
    of the same stem) and Open Ephys ``structure.oebin`` files. A recording inside a folder named
    ``probeNN`` takes that name; the others are numbered in sorted order.
+
+A SpikeGLX probe whose AP stream has an LF stream beside it (same stem, ``.lf.cbin`` or
+``.lf.bin``; NP1 and 3A probes record their LFP there, as their AP stream is high-passed in
+hardware) also gets that stream in :attr:`Session.lf`; in ``session.json``, give it as the probe's
+``"lf"`` path.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ class Session:
     name: str
     probes: dict[str, str]
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: probe -> its separate LF stream (SpikeGLX ``.lf``), for the probes that have one
+    lf: dict[str, str] = field(default_factory=dict)
 
     def probe_info(self, probe: str) -> dict[str, Any]:
         """The metadata of one probe (its trajectory, ...), empty when none."""
@@ -50,15 +57,32 @@ def open_session(url: str, storage_options: dict[str, Any] | None = None) -> Ses
     meta_url = urls.join(url, SESSION_FILE)
     if fs.exists(posixpath.join(path, SESSION_FILE)):
         metadata = urls.read_json(meta_url, storage_options)
-        probes = {}
+        probes, lf = {}, {}
         for probe, entry in metadata.get("probes", {}).items():
             check_probe_name(probe)
             raw = entry.get("raw")
             if not raw:
                 raise SourceNotFoundError(f"{meta_url}: probe {probe} has no 'raw' recording path")
             probes[probe] = urls.join(url, raw)
-        return Session(url, name, probes, metadata)
-    return Session(url, name, _find_recordings(fs, path, url))
+            if entry.get("lf"):
+                lf[probe] = urls.join(url, entry["lf"])
+        return Session(url, name, probes, metadata, lf)
+    probes = _find_recordings(fs, path, url)
+    return Session(url, name, probes, lf=_find_lf_streams(fs, probes, storage_options))
+
+
+def _find_lf_streams(fs: Any, probes: dict[str, str], storage_options: dict[str, Any] | None) -> dict[str, str]:
+    """The LF stream beside each SpikeGLX AP stream (``x.ap.cbin`` -> ``x.lf.cbin`` or ``x.lf.bin``)."""
+    lf = {}
+    for probe, ap in probes.items():
+        for suffix in (".ap.cbin", ".ap.bin"):
+            if ap.endswith(suffix):
+                stem = ap[: -len(suffix)]
+                for candidate in (stem + ".lf.cbin", stem + ".lf.bin"):
+                    if fs.exists(urls.get_fs(candidate, storage_options)[1]):
+                        lf[probe] = candidate
+                        break
+    return lf
 
 
 def _find_recordings(fs: Any, path: str, url: str) -> dict[str, str]:

@@ -16,6 +16,8 @@ from neuropool.errors import ConfigError
 #: Where each dataset lives inside a probe folder of a derived asset.
 DATASET_PATHS: dict[str, str] = {
     "ephys.raw": "raw.zarr",
+    # a probe's separate LF stream (SpikeGLX NP1/3A .lf), decompressed like the AP one
+    "ephys.rawLf": "raw_lf.zarr",
     "ephys.preprocessed": "preprocessed.zarr",
     "ephys.sorting": "sorting",
     "units.metrics": "qc",
@@ -38,6 +40,8 @@ DATASET_PATHS: dict[str, str] = {
 
 #: The input every per-probe graph starts from: the raw recording's URL (never written to).
 SOURCE_DATASET = "ephys.source"
+#: A probe's separate LF recording, where it has one (SpikeGLX ``.lf``; never written to).
+SOURCE_LF_DATASET = "ephys.sourceLf"
 
 #: Names of the sidecar files at the top of every derived asset.
 DATA_DESCRIPTION = "data_description.json"
@@ -52,7 +56,7 @@ _PROBE = re.compile(r"^probe\d{2}$")
 
 def check_dataset_name(name: str) -> str:
     """Return ``name`` if it is an ``object.attribute`` dataset name, else raise ConfigError."""
-    if name != SOURCE_DATASET and name not in DATASET_PATHS and not _NAME.match(name):
+    if name not in (SOURCE_DATASET, SOURCE_LF_DATASET) and name not in DATASET_PATHS and not _NAME.match(name):
         raise ConfigError(
             f"dataset name {name!r} is not of the form 'object.attribute' (e.g. 'ephys.raw')"
         )

@@ -14,6 +14,7 @@ from neuropool.tasks.base import Params, Resources, Task, TaskContext
 #: name -> (import path, what to install when the import fails)
 TASKS: dict[str, tuple[str, str]] = {
     "decompress": ("neuropool.tasks.decompress:Decompress", "neuropool"),
+    "decompress_lf": ("neuropool.tasks.decompress:DecompressLf", "neuropool"),
     "preprocess": ("neuropool.tasks.preprocess:Preprocess", "neuropool"),
     "sort": ("neuropool.tasks.sort:Sort", "neuropool"),
     "qc": ("neuropool.tasks.qc:QC", "neuropool"),
@@ -24,9 +25,11 @@ TASKS: dict[str, tuple[str, str]] = {
 }
 
 #: The standard per-probe pipeline, in dependency order. ``lfp`` and ``raw_qc`` depend on
-#: ``decompress`` only and nothing depends on them; listed last, they are added to the graph
-#: after the sorting branch, so when both become ready at once preprocess starts first.
-STANDARD = ("decompress", "preprocess", "sort", "qc", "localize", "export", "lfp", "raw_qc")
+#: ``decompress`` only (and on ``decompress_lf``, which only probes with a separate LF stream
+#: have) and nothing depends on them; listed last, they are added to the graph after the sorting
+#: branch, so when both become ready at once preprocess starts first.
+STANDARD = ("decompress", "preprocess", "sort", "qc", "localize", "export", "decompress_lf", "lfp",
+            "raw_qc")
 
 _loaded: dict[str, type[Task]] = {}
 

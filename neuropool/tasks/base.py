@@ -105,6 +105,8 @@ class Task(ABC):
     version: ClassVar[str]
     Params: ClassVar[type[Params]] = Params
     inputs: ClassVar[tuple[str, ...]] = ()
+    #: Inputs a node reads when its graph has them (``ctx.inputs`` then holds them too).
+    optional_inputs: ClassVar[tuple[str, ...]] = ()
     outputs: ClassVar[tuple[str, ...]] = ()
     default_resources: ClassVar[Resources] = Resources()
     #: Hold BLAS to ``resources().cpus`` threads while a block runs (False: the task manages

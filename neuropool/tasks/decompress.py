@@ -4,6 +4,9 @@ Blocks are chunk-aligned sample ranges, read by byte ranges through fsspec and w
 zarr chunks, so one recording spreads over every worker; a separate block verifies the source's
 checksum where the format records one. The output keeps every saved column (sync included) and
 carries positions, gains, ADC shifts and the raw header.
+
+``decompress_lf`` is the same task for a probe's separate LF stream (SpikeGLX ``.lf`` of NP1 and
+3A probes, 2.5 kHz): ``ephys.sourceLf`` -> ``raw_lf.zarr``, read by ``lfp`` and ``raw_qc``.
 """
 
 from __future__ import annotations
@@ -43,14 +46,14 @@ class Decompress(Task):
     default_resources = Resources(cpus=1)
 
     def setup(self, ctx: TaskContext) -> list[Any]:
-        reader = open_raw(ctx.inputs["ephys.source"], storage_options=ctx.storage_options)
+        reader = open_raw(ctx.inputs[self.inputs[0]], storage_options=ctx.storage_options)
         info = reader.info
         probe_file = ctx.info.get("probe", {}).get("probe_file")
         if probe_file:
             _apply_probe_file(info, probe_file, ctx)
         chunk = max(1, round(self.params.chunk_seconds * info.sampling_frequency))
         timeseries.create(
-            ctx.outputs["ephys.raw"],
+            ctx.outputs[self.outputs[0]],
             n_samples=info.n_samples,
             channel_ids=list(info.channel_ids),
             dtype=info.dtype,
@@ -80,7 +83,7 @@ class Decompress(Task):
         kind, reader, start, stop = block
         if kind == "verify":
             return {"verified": bool(reader.verify())}
-        url = ctx.outputs["ephys.raw"]
+        url = ctx.outputs[self.outputs[0]]
         time_diffs = getattr(reader, "time_diffs", None)  # mtscomp: its chunks are time differences
         if self.params.compression == "zstd-delta" and time_diffs is not None:
             diffs = time_diffs(start, stop)  # None unless [start, stop) is one mtscomp chunk
@@ -91,8 +94,8 @@ class Decompress(Task):
         return {"samples": int(data.shape[0])}
 
     def finish(self, ctx: TaskContext, results: list[Any]) -> dict[str, Any]:
-        timeseries.finalize(ctx.outputs["ephys.raw"], ctx.storage_options)
-        store = timeseries.TimeseriesStore(ctx.outputs["ephys.raw"], ctx.storage_options)
+        timeseries.finalize(ctx.outputs[self.outputs[0]], ctx.storage_options)
+        store = timeseries.TimeseriesStore(ctx.outputs[self.outputs[0]], ctx.storage_options)
         written = sum(r.get("samples", 0) for r in results)
         if written != store.n_samples:
             raise RuntimeError(f"{ctx.node}: wrote {written} samples, expected {store.n_samples}")
@@ -105,6 +108,14 @@ class Decompress(Task):
             "duration_s": round(store.n_samples / store.sampling_frequency, 6),
             "checksum_verified": any(r.get("verified") for r in results),
         }
+
+
+class DecompressLf(Decompress):
+    """Read a probe's separate LF stream (SpikeGLX ``.lf.cbin`` / ``.lf.bin``) into a zarr store."""
+
+    name = "decompress_lf"
+    inputs = ("ephys.sourceLf",)
+    outputs = ("ephys.rawLf",)
 
 
 def _apply_probe_file(info: Any, probe_file: str, ctx: TaskContext) -> None:

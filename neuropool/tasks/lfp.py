@@ -45,7 +45,10 @@ and one raw piece: about 0.8 GB, which :meth:`Lfp.resources` reports.
 
 Neuropixels 1.0 (and 3A): the AP stream is high-passed at 300 Hz in hardware, so a 0.5-300 Hz
 band derived from it holds only the filter's residue, not the LFP (which these probes record in
-the separate ``.lf`` stream; IBL uses that one). ``on_np1: skip`` (default) writes an empty store
+the separate ``.lf`` stream; IBL uses that one). Where the session has that stream (found beside
+the AP one, or named in ``session.json``), ``decompress_lf`` stores it and this task reads it
+instead of the AP stream (optional input ``ephys.rawLf``). Without it, ``on_np1: skip``
+(default) writes an empty store
 (0 samples, the channel coordinates, and a ``skipped`` attribute saying why) so that the graph
 still completes; ``on_np1: fail`` makes the node fail with a ConfigError instead. The probe type
 comes from the raw store's ``probe_type`` attribute (from the SpikeGLX ``.meta``); other probes
@@ -354,13 +357,19 @@ def lfp_block(
     return out
 
 
+def lfp_source(ctx: TaskContext) -> str:
+    """The store that holds a probe's LFP: its separate LF stream if it has one, else its raw one."""
+    return ctx.inputs.get("ephys.rawLf") or ctx.inputs["ephys.raw"]
+
+
 class Lfp(Task):
     """Band-pass (0.5-300 Hz) and decimate (to 2.5 kHz) the ephys channels of the raw store."""
 
     name = "lfp"
-    version = "1"
+    version = "2"
     Params = LfpParams
     inputs = ("ephys.raw",)
+    optional_inputs = ("ephys.rawLf",)  # a separate LF stream (NP1, 3A): read instead
     outputs = ("ephys.lfp",)
     default_resources = Resources(cpus=1)
 
@@ -373,7 +382,7 @@ class Lfp(Task):
         return Resources(cpus=1, memory_gb=round(gb, 2))
 
     def setup(self, ctx: TaskContext) -> list[Any]:
-        raw = timeseries.TimeseriesStore(ctx.inputs["ephys.raw"], ctx.storage_options)
+        raw = timeseries.TimeseriesStore(lfp_source(ctx), ctx.storage_options)
         keep = np.flatnonzero(~raw.coord("is_sync"))
         dsg = design(self.params, raw.sampling_frequency)
         probe_type = str(raw.attrs.get("probe_type", ""))
@@ -401,7 +410,7 @@ class Lfp(Task):
             attrs={
                 "sampling_frequency": dsg.rate,
                 "units": "uV",
-                "source": ctx.inputs["ephys.raw"].split("@")[-1],
+                "source": lfp_source(ctx).split("@")[-1],
                 "probe_type": probe_type,
                 "decimation_factor": dsg.factor,
                 "source_sampling_frequency": dsg.sampling_frequency,
@@ -420,7 +429,7 @@ class Lfp(Task):
         start, stop = block
         if stop <= start:
             return {"samples": 0, "sum_sq": 0.0}
-        raw = timeseries.TimeseriesStore(ctx.inputs["ephys.raw"], ctx.storage_options)
+        raw = timeseries.TimeseriesStore(lfp_source(ctx), ctx.storage_options)
         keep = np.flatnonzero(~raw.coord("is_sync"))
         dsg = design(self.params, raw.sampling_frequency)
         margin = math.ceil(self.params.margin_s * dsg.rate)

@@ -46,8 +46,10 @@ Definitions, and how they relate to IBL's (``ibllib.ephys.ephysqc``, ``ibldsp``)
   resolution), averaged (IBL's ``ephysSpectralDensityLF`` sums its windows instead).
 
 Units: µV and µV²/Hz (IBL's files are in V and V²/Hz: multiply by 1e-6 / 1e-12). On NP1 and 3A
-probes the AP stream is high-passed at 300 Hz in hardware, so the LF values describe the
-hardware filter's residue, not the LFP: the summary says so in ``warnings``.
+probes the AP stream is high-passed at 300 Hz in hardware: where the session has the probe's
+separate ``.lf`` stream (``decompress_lf``, optional input ``ephys.rawLf``), the LF values are
+computed from it, over the same spectral windows in time; without it they describe the hardware
+filter's residue, not the LFP, and the summary says so in ``warnings``.
 
 Memory: per window, one int16 copy of the window with its context (3 s, 385 channels: 70 MB)
 and float64 copies of ``CHANNEL_GROUP`` channels; the blocks return per-window vectors and
@@ -63,7 +65,7 @@ import numpy as np
 import scipy.signal
 from pydantic import Field
 
-from neuropool.errors import ConfigError
+from neuropool.errors import ConfigError, RawDataError
 from neuropool.io import timeseries, urls
 from neuropool.tasks.base import RUN_ONLY, Params, Resources, Task, TaskContext
 from neuropool.tasks.lfp import LfpDesign, LfpParams, design, hardware_highpassed
@@ -220,9 +222,10 @@ class RawQC(Task):
     """AP and LF RMS, spectra and RMS over time of the raw recording, as IBL's QC datasets."""
 
     name = "raw_qc"
-    version = "1"
+    version = "2"
     Params = RawQCParams
     inputs = ("ephys.raw",)
+    optional_inputs = ("ephys.rawLf",)  # a separate LF stream (NP1, 3A): the LF values from it
     outputs = tuple(_FILES)
     default_resources = Resources(cpus=1)
 
@@ -252,6 +255,7 @@ class RawQC(Task):
         gains = raw.coord("gain_uv")[keep]
         window, starts, spectral = self._plan(raw)
         n = raw.n_samples
+        lf_stream = _LfStream.open(ctx, len(keep))
         result: dict[str, Any] = {"windows": [], "lf_rms": [], "ap_power": None, "lf_power": None,
                                   "n_spectral": 0}
         for w in range(w0, w1):
@@ -259,6 +263,9 @@ class RawQC(Task):
             is_spectral = bool(np.isin(w, spectral))
             m = window_metrics(lambda a, b: raw.read(a, b, keep), start, stop, n, gains,
                                self.params, raw.sampling_frequency, is_spectral)
+            if is_spectral and lf_stream is not None:  # the LF values from the LF stream
+                m.update(lf_stream.metrics(start / raw.sampling_frequency, stop / raw.sampling_frequency,
+                                           self.params))
             result["windows"].append((w, start, stop, m["ap_rms"]))
             if is_spectral:
                 result["lf_rms"].append((w, m["lf_rms"]))
@@ -271,14 +278,15 @@ class RawQC(Task):
         raw = timeseries.TimeseriesStore(ctx.inputs["ephys.raw"], ctx.storage_options)
         keep = np.flatnonzero(~raw.coord("is_sync"))
         fs = raw.sampling_frequency
-        lf = _lf_design(self.params, fs)
+        lf_stream = _LfStream.open(ctx, len(keep))
+        lf = _lf_design(self.params, fs if lf_stream is None else lf_stream.store.sampling_frequency)
         arrays = reduce_results(results, len(keep), fs, lf.rate, self.params.welch_samples)
         for name, key in _FILES.items():
             urls.write_npy(ctx.outputs[name], arrays[key], ctx.storage_options)
         written = [urls.basename(ctx.outputs[name]) for name in _FILES]
         probe_type = str(raw.attrs.get("probe_type", ""))
         warnings = []
-        if hardware_highpassed(probe_type, fs):
+        if hardware_highpassed(probe_type, fs) and lf_stream is None:
             warnings.append(f"{probe_type} probe: the AP stream is high-passed at 300 Hz in hardware, "
                             "so rawLfpRms and ephysSpectralDensityLF describe the filter's residue, "
                             "not the LFP (recorded in the .lf stream)")
@@ -293,6 +301,37 @@ class RawQC(Task):
                                   if np.isfinite(arrays["lfp_rms"]).any() else None),
             "warnings": warnings,
         }
+
+
+class _LfStream:
+    """A probe's separate LF stream (``ephys.rawLf``): LF RMS and spectrum of a stretch of time."""
+
+    def __init__(self, store: timeseries.TimeseriesStore) -> None:
+        self.store = store
+        self.keep = np.flatnonzero(~store.coord("is_sync"))
+        self.gains = store.coord("gain_uv")[self.keep]
+
+    @classmethod
+    def open(cls, ctx: TaskContext, n_channels: int) -> _LfStream | None:
+        if "ephys.rawLf" not in ctx.inputs:
+            return None
+        stream = cls(timeseries.TimeseriesStore(ctx.inputs["ephys.rawLf"], ctx.storage_options))
+        if stream.keep.size != n_channels:
+            raise RawDataError(f"{stream.store.url}: the LF stream has {stream.keep.size} ephys channels, "
+                               f"the AP stream {n_channels}: they must be the same probe's two streams")
+        return stream
+
+    def metrics(self, t0: float, t1: float, params: RawQCParams) -> dict[str, np.ndarray]:
+        """``lf_rms`` and ``lf_power`` over ``[t0, t1)`` seconds of the LF stream."""
+        fs, n = self.store.sampling_frequency, self.store.n_samples
+        a, b = min(n, round(t0 * fs)), min(n, round(t1 * fs))
+        if b - a < params.welch_samples:
+            raise RawDataError(f"{self.store.url}: {b - a} LF samples over [{t0:g}, {t1:g}) s, fewer "
+                               f"than raw_qc.welch_samples ({params.welch_samples}): is it shorter "
+                               "than the AP stream?")
+        m = window_metrics(lambda i, j: self.store.read(i, j, self.keep), a, b, n, self.gains,
+                           params, fs, True)
+        return {"lf_rms": m["lf_rms"], "lf_power": m["lf_power"]}
 
 
 def reduce_results(results: list[dict[str, Any]], n_channels: int, fs: float, lf_rate: float,

@@ -47,6 +47,25 @@ def test_serialises_to_plain_data_and_back():
     assert g2.session["probes"]["probe00"]["trajectory"]["depth"] == 3000
 
 
+def test_a_separate_lf_stream_adds_decompress_lf_and_feeds_lfp_and_raw_qc():
+    session = Session("/data/s1", "s1", {"probe00": "/data/s1/p0.ap.cbin", "probe01": "/data/s1/p1.ap.bin"},
+                      {}, lf={"probe00": "/data/s1/p0.lf.cbin"})
+    g = standard_graph(session)
+    assert g.sources["probe00/ephys.sourceLf"] == "/data/s1/p0.lf.cbin"
+    assert "decompress_lf[probe00]" in g.nodes and "decompress_lf[probe01]" not in g.nodes
+    for task in ("lfp", "raw_qc"):
+        assert g.upstream(f"{task}[probe00]") == ["decompress[probe00]", "decompress_lf[probe00]"]
+        assert g.nodes[f"{task}[probe00]"].inputs == {"ephys.raw": "probe00/ephys.raw",
+                                                      "ephys.rawLf": "probe00/ephys.rawLf"}
+        assert g.upstream(f"{task}[probe01]") == ["decompress[probe01]"]
+    assert g.subset(until="lfp").task_names() == "decompress, decompress_lf, lfp"
+    g.validate([{"GPU": 0}])
+    again = Graph.from_json(g.to_json())
+    assert again.to_dict() == g.to_dict() and again.nodes["lfp[probe00]"].optional == ("ephys.rawLf",)
+    with pytest.raises(GraphError, match=r"sort\[probe00\]: \['ephys.rawLf'\] are not optional inputs of sort"):
+        Graph().add("sort", "probe00", optional=["ephys.rawLf"])
+
+
 def test_missing_input_is_named():
     g = Graph()
     g.add("toy_double", "probe00")

@@ -81,7 +81,23 @@ def test_bin_of_another_stem_is_kept(tmp_path):
 def test_lf_streams_and_sidecars_are_not_probes(tmp_path):
     touch(tmp_path, "r/x.imec0.ap.cbin", "r/x.imec0.ap.ch", "r/x.imec0.ap.meta",
           "r/x.imec0.lf.cbin", "r/x.imec0.lf.bin", "r/x.nidq.bin")
-    assert open_session(str(tmp_path)).probes == {"probe00": f"{tmp_path}/r/x.imec0.ap.cbin"}
+    session = open_session(str(tmp_path))
+    assert session.probes == {"probe00": f"{tmp_path}/r/x.imec0.ap.cbin"}
+    # ... but the LF stream beside an AP stream is that probe's (the .cbin preferred)
+    assert session.lf == {"probe00": f"{tmp_path}/r/x.imec0.lf.cbin"}
+
+
+def test_lf_stream_found_beside_its_ap_stream_only(tmp_path):
+    touch(tmp_path, "probe00/x.imec0.ap.bin", "probe00/x.imec0.lf.bin", "probe01/y.imec1.ap.cbin",
+          "probe01/other.imec1.lf.bin")
+    session = open_session(str(tmp_path))
+    assert session.lf == {"probe00": f"{tmp_path}/probe00/x.imec0.lf.bin"}  # not another stem's
+
+
+def test_session_json_names_the_lf_stream(tmp_path):
+    doc = {"probes": {"probe00": {"raw": "a/x.ap.cbin", "lf": "a/x.lf.cbin"}, "probe01": {"raw": "b/y.ap.cbin"}}}
+    (tmp_path / "session.json").write_text(json.dumps(doc))
+    assert open_session(str(tmp_path)).lf == {"probe00": f"{tmp_path}/a/x.lf.cbin"}
 
 
 def test_probe_folder_names_are_honoured(tmp_path):

@@ -498,3 +498,39 @@ def make_np1_meta(
         "snsShankMap": "(1,2,480)" + "".join(f"(0:{c}:{r}:1)" for c, r in zip(col, row, strict=True)),
     }
     return {k: v for k, v in meta.items() if sha1 or k != "fileSHA1"}
+
+
+def make_np1_lf_meta(ap_meta: dict[str, str], n_samples: int, sampling_frequency: float = 2500.0,
+                     sha1: str | None = None) -> dict[str, str]:
+    """The LF-stream meta that SpikeGLX writes beside an NP1 AP-stream meta (:func:`make_np1_meta`).
+
+    Parameters
+    ----------
+    ap_meta : dict
+        The AP stream's meta.
+    n_samples : int
+        Samples in the ``.lf.bin`` (385 columns: 384 LF channels and the sync word).
+    sampling_frequency : float
+        ``imSampRate`` of the LF stream (2.5 kHz on NP1).
+    sha1 : str, optional
+        ``fileSHA1`` of the ``.lf.bin``.
+
+    Returns
+    -------
+    dict of str to str
+        Ready for :func:`write_meta`.
+    """
+    fmt = lambda v: format(float(v), ".15g")  # noqa: E731
+    meta = dict(ap_meta)
+    meta.update({
+        "fileName": ap_meta.get("fileName", "").replace(".ap.bin", ".lf.bin"),
+        "fileSizeBytes": str(int(n_samples) * 385 * 2),
+        "fileTimeSecs": fmt(n_samples / sampling_frequency),
+        "imSampRate": fmt(sampling_frequency),
+        "snsApLfSy": "0,384,1", "snsSaveChanSubset": "384:768",
+        "snsChanMap": "(384,384,1)" + "".join(f"(LF{c};{384 + c}:{c})" for c in range(384)) + "(SY0;768:768)",
+    })
+    meta.pop("fileSHA1", None)
+    if sha1:
+        meta["fileSHA1"] = sha1.upper()
+    return meta
