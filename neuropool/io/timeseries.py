@@ -54,7 +54,7 @@ class _Store(zarr.storage.FSStore):
         if self.mode == "r" or not urls.is_local_fs(self.fs):
             return super().setitems(values)
         for key, value in values.items():
-            path = self.map._key_to_str(self._normalize_key(key))
+            path = posixpath.join(self.map.root, self._normalize_key(key))
             self.fs.mkdirs(posixpath.dirname(path), exist_ok=True)
             with open(path, "wb") as f:
                 f.write(numcodecs.compat.ensure_contiguous_ndarray(value).view(np.uint8))
