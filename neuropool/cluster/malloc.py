@@ -91,11 +91,16 @@ def worker_environ(keep_mb: int | None = None) -> dict[str, str]:
 
 
 def _mallopt(keep_bytes: int) -> bool:
-    name = ctypes.util.find_library("c")
+    try:  # glibc's soname first: find_library runs ldconfig in a subprocess
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        except (OSError, TypeError):  # no C library to be found
+            return False
     try:
-        libc = ctypes.CDLL(name)
         mallopt = libc.mallopt
-    except (OSError, AttributeError, TypeError):  # no libc by that name, or not glibc
+    except AttributeError:  # not glibc
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     keep_bytes = min(keep_bytes, 2**31 - 1)  # mallopt takes an int

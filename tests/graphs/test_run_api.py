@@ -76,7 +76,9 @@ def test_concurrent_sessions_share_a_dask_pool_and_cancel_stops_one(tmp_path):
 
         run_c = pool.submit(toy_graph(c, slow=3.0, n_slow=8), out=str(tmp_path / "d"))
         deadline = time.time() + 60
-        while run_c.status()["toy_slow[probe00]"] != "running" and time.time() < deadline:
+        # cancel while toy_slow's blocks run, once toy_double (started beside it) is done
+        while (run_c.status()["toy_slow[probe00]"], run_c.status()["toy_double[probe00]"]) != (
+                "running", "done") and time.time() < deadline:
             time.sleep(0.1)
         run_c.cancel()
         assert run_c.wait(30)
