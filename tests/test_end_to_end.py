@@ -83,7 +83,7 @@ def test_rerun_skips_and_changed_parameters_rerun_what_follows(demo, tmp_path, c
     code = main(["run", str(session), "--out", str(out)])
     text = capsys.readouterr().out
     assert code == 0
-    assert text.count("already committed") == 8
+    assert text.count("already committed") == len(before) == 9  # the 8 tasks and decompress_lf
     assert asset.commits() == before
 
     cfg = tmp_path / "strict.yaml"
@@ -121,7 +121,7 @@ def test_demo_to_s3(monkeypatch, capsys):
         assets = [p for p in fs.ls("lab-demo/sessions") if "_processed_" in p]
         assert len(assets) == 1
         asset = DerivedAsset("s3://" + assets[0])
-        assert len(asset.commits()) == 8
+        assert len(asset.commits()) == 9  # the 8 tasks, and decompress_lf for the LF stream
         assert fs.exists(assets[0] + "/probe00/alf/spikes.times.npy")
         assert "ground truth:" in out and "s3://lab-demo/sessions/" in out
     finally:
