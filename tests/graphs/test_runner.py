@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -164,6 +165,10 @@ def test_one_probe_goes_on_downstream_while_another_is_still_busy(tmp_path):
     asset = DerivedAsset.create(str(tmp_path / "out"), str(raw))
     events: list[tuple[str, str]] = []
     with DaskPool(n_workers=2, threads_per_worker=1, gpus=0) as pool:
+        # warm workers, as in a running pool: a fresh worker's first block imports the runner and
+        # the tasks, which could outlast probe01's whole chain of three short nodes
+        for module in ("neuropool.graphs.runner", "tests.graphs.toytasks"):
+            pool.client.run(importlib.import_module, module)
         report = run_graph(g, asset, pool, progress=lambda event, nid, info: events.append((event, nid)))
     assert report.ok
     # probe01's last node ended while probe00's slow node was running
