@@ -62,9 +62,8 @@ def retain_freed_memory(keep_mb: int | None = None) -> bool:
     with _lock:
         if _done is not None:
             return _done
-        if keep_mb is None:
-            keep_mb = int(os.environ.get("NEUROPOOL_MALLOC_KEEP_MB", DEFAULT_KEEP_MB))
-        _done = keep_mb > 0 and _mallopt(keep_mb << 20)
+        keep = _keep_bytes(keep_mb)
+        _done = keep > 0 and _mallopt(keep)
         return _done
 
 
@@ -82,12 +81,18 @@ def worker_environ(keep_mb: int | None = None) -> dict[str, str]:
         ``MALLOC_ARENA_MAX``, ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` (empty
         when ``keep_mb`` is 0).
     """
+    keep = _keep_bytes(keep_mb)
+    if keep <= 0:
+        return {}
+    return dict(zip(MALLOC_VARIABLES, ("1", str(keep // 2), str(keep)), strict=True))
+
+
+def _keep_bytes(keep_mb: int | None) -> int:
+    """``keep_mb`` (default: ``NEUROPOOL_MALLOC_KEEP_MB`` or :data:`DEFAULT_KEEP_MB`) in bytes,
+    at most what ``mallopt`` takes (an int); 0 or less: no settings."""
     if keep_mb is None:
         keep_mb = int(os.environ.get("NEUROPOOL_MALLOC_KEEP_MB", DEFAULT_KEEP_MB))
-    if keep_mb <= 0:
-        return {}
-    keep = min(keep_mb << 20, 2**31 - 1)
-    return dict(zip(MALLOC_VARIABLES, ("1", str(keep // 2), str(keep)), strict=True))
+    return min(keep_mb << 20, 2**31 - 1) if keep_mb > 0 else 0
 
 
 def _mallopt(keep_bytes: int) -> bool:
@@ -103,5 +108,4 @@ def _mallopt(keep_bytes: int) -> bool:
     except AttributeError:  # not glibc
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    keep_bytes = min(keep_bytes, 2**31 - 1)  # mallopt takes an int
     return bool(mallopt(_M_MMAP_THRESHOLD, keep_bytes // 2)) and bool(mallopt(_M_TRIM_THRESHOLD, keep_bytes))

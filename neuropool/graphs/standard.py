@@ -35,8 +35,9 @@ def standard_graph(session: Session, config: PipelineConfig | None = None) -> Gr
                 if probe in session.lf:
                     graph.add(task, probe, config.task_params("decompress"), retries=config.retries)
                 continue
-            available = set(graph.producers()) | set(graph.sources)
-            optional = [d for d in get_task(task).optional_inputs if dataset_key(d, probe) in available]
+            wanted = get_task(task).optional_inputs
+            available = set(graph.producers()) | set(graph.sources) if wanted else set()
+            optional = [d for d in wanted if dataset_key(d, probe) in available]
             graph.add(task, probe, config.task_params(task), retries=config.retries, optional=optional)
     return graph
 

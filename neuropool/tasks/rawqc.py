@@ -153,7 +153,7 @@ def _welch(x: np.ndarray, rate: float, nperseg: int) -> np.ndarray:
 
 def window_metrics(
     read: Any, start: int, stop: int, n_raw: int, gains_uv: np.ndarray, params: RawQCParams,
-    sampling_frequency: float, spectral: bool,
+    sampling_frequency: float, spectral: bool, *, ap: bool = True, lf: bool = True,
 ) -> dict[str, np.ndarray]:
     """The QC values of one window ``[start, stop)`` of raw samples.
 
@@ -173,6 +173,9 @@ def window_metrics(
         Raw samples per second.
     spectral : bool
         Also compute the PSDs and the LF RMS.
+    ap, lf : bool
+        Which bands to compute: ``ap=False`` leaves out ``ap_rms`` and ``ap_power`` (an LF stream),
+        ``lf=False`` leaves out ``lf_rms`` and ``lf_power`` (taken from an LF stream instead).
 
     Returns
     -------
@@ -183,31 +186,37 @@ def window_metrics(
     fs = float(sampling_frequency)
     gains = np.asarray(gains_uv, dtype=np.float64)
     hp = butter_highpass_sos(params.ap_highpass_hz, params.order, fs)
-    margin = math.ceil(AP_MARGIN_PERIODS * fs / params.ap_highpass_hz)
-    lf = _lf_design(params, fs) if spectral else None
-    if lf is not None:
-        margin = max(margin, lf.lowpass_margin)
-        k0, k1 = -(-start // lf.factor), -(-stop // lf.factor)  # LF samples inside the window
+    margin = math.ceil(AP_MARGIN_PERIODS * fs / params.ap_highpass_hz) if ap else 0
+    design_lf = _lf_design(params, fs) if spectral and lf else None
+    if design_lf is not None:
+        margin = max(margin, design_lf.lowpass_margin)
+        k0, k1 = -(-start // design_lf.factor), -(-stop // design_lf.factor)  # LF samples inside
     r0, r1 = max(0, start - margin), min(n_raw, stop + margin)
     raw = read(r0, r1)
     n_ch = gains.size
-    out: dict[str, np.ndarray] = {"ap_rms": np.empty(n_ch)}
-    if lf is not None:
-        n_freqs = params.welch_samples // 2 + 1
-        out.update(ap_power=np.empty((n_ch, n_freqs)), lf_power=np.empty((n_ch, n_freqs)),
-                   lf_rms=np.empty(n_ch))
+    n_freqs = params.welch_samples // 2 + 1
+    out: dict[str, np.ndarray] = {}
+    if ap:
+        out["ap_rms"] = np.empty(n_ch)
+        if spectral:
+            out["ap_power"] = np.empty((n_ch, n_freqs))
+    if design_lf is not None:
+        out.update(lf_power=np.empty((n_ch, n_freqs)), lf_rms=np.empty(n_ch))
     for g in range(0, n_ch, CHANNEL_GROUP):
         group = slice(g, g + CHANNEL_GROUP)
         x = channel_major(raw[:, group], np.float64)
         x *= gains[group, None]
-        ap = _filtfilt(hp, x)[:, start - r0 : stop - r0]
-        out["ap_rms"][group] = np.sqrt(np.einsum("ij,ij->i", ap, ap) / ap.shape[1])
-        if lf is not None:
-            out["ap_power"][group] = _welch(x[:, start - r0 : stop - r0], fs, params.welch_samples)
-            low = _filtfilt(lf.lowpass, x)[:, lf.factor * k0 - r0 : lf.factor * k1 - r0 : lf.factor]
+        if ap:
+            high = _filtfilt(hp, x)[:, start - r0 : stop - r0]
+            out["ap_rms"][group] = np.sqrt(np.einsum("ij,ij->i", high, high) / high.shape[1])
+            if spectral:
+                out["ap_power"][group] = _welch(x[:, start - r0 : stop - r0], fs, params.welch_samples)
+        if design_lf is not None:
+            step = design_lf.factor
+            low = _filtfilt(design_lf.lowpass, x)[:, step * k0 - r0 : step * k1 - r0 : step]
             low = low - low.mean(axis=1, keepdims=True)
             out["lf_rms"][group] = np.sqrt(np.einsum("ij,ij->i", low, low) / low.shape[1])
-            out["lf_power"][group] = _welch(low, lf.rate, params.welch_samples)
+            out["lf_power"][group] = _welch(low, design_lf.rate, params.welch_samples)
     return out
 
 
@@ -262,7 +271,7 @@ class RawQC(Task):
             start, stop = int(starts[w]), int(min(starts[w] + window, n))
             is_spectral = bool(np.isin(w, spectral))
             m = window_metrics(lambda a, b: raw.read(a, b, keep), start, stop, n, gains,
-                               self.params, raw.sampling_frequency, is_spectral)
+                               self.params, raw.sampling_frequency, is_spectral, lf=lf_stream is None)
             if is_spectral and lf_stream is not None:  # the LF values from the LF stream
                 m.update(lf_stream.metrics(start / raw.sampling_frequency, stop / raw.sampling_frequency,
                                            self.params))
@@ -329,9 +338,8 @@ class _LfStream:
             raise RawDataError(f"{self.store.url}: {b - a} LF samples over [{t0:g}, {t1:g}) s, fewer "
                                f"than raw_qc.welch_samples ({params.welch_samples}): is it shorter "
                                "than the AP stream?")
-        m = window_metrics(lambda i, j: self.store.read(i, j, self.keep), a, b, n, self.gains,
-                           params, fs, True)
-        return {"lf_rms": m["lf_rms"], "lf_power": m["lf_power"]}
+        return window_metrics(lambda i, j: self.store.read(i, j, self.keep), a, b, n, self.gains,
+                              params, fs, True, ap=False)
 
 
 def reduce_results(results: list[dict[str, Any]], n_channels: int, fs: float, lf_rate: float,

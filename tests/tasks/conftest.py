@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,17 @@ N_COLUMNS = 385
 STEM = "rec_g0_t0.imec0.ap"
 #: mtscomp chunks of 0.1 s (3000 samples): they do not line up with the zarr chunks under test.
 MTSCOMP_CHUNK_S = 0.1
+
+
+def best_time(run: Callable[[], Any], repeats: int) -> float:
+    """Seconds of the fastest of ``repeats`` calls of ``run``, after one call to warm up."""
+    run()
+    best = np.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
 def make_np1_data(n_samples: int, seed: int = 0) -> np.ndarray:

@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import pickle
-import time
 import warnings
 
 import cloudpickle
@@ -54,6 +53,7 @@ from neuropool.tasks.preprocessing.destripe import (
     hann_moving_average,
     spatial_highpass_matrix,
 )
+from tests.tasks.conftest import best_time
 
 si = pytest.importorskip("spikeinterface.core")
 spre = pytest.importorskip("spikeinterface.preprocessing")
@@ -488,13 +488,7 @@ def test_speed():
     seconds = {}
     with one_blas_thread():
         for name, step in steps.items():
-            step.apply(block, info)
-            best = np.inf
-            for _ in range(2):
-                t0 = time.perf_counter()
-                step.apply(block, info)
-                best = min(best, time.perf_counter() - t0)
-            seconds[name] = round(best, 3)
+            seconds[name] = round(best_time(lambda step=step: step.apply(block, info), 2), 3)
     print(f"\n384 channels x {n} samples, one BLAS thread, seconds (best of 2): {seconds}")
 
 

@@ -5,7 +5,6 @@ against IBL and 3.5e-7 against SpikeInterface (float32 rounding)."""
 from __future__ import annotations
 
 import pickle
-import time
 
 import cloudpickle
 import numpy as np
@@ -19,6 +18,7 @@ from neuropool.tasks.preprocessing.interpolate import (
     estimate_pitch_um,
     kriging_weights,
 )
+from tests.tasks.conftest import best_time
 from tests.tasks.test_bad_channels import (
     FS,
     GAIN_UV,
@@ -216,12 +216,6 @@ def test_interpolation_speed():
     info, step = np1_info(labels), InterpolateBadChannels()
     timings = {}
     for name, block in (("C", x), ("channel-major", np.ascontiguousarray(x.T).T)):
-        step.apply(block, info)
-        best = np.inf
-        for _ in range(7):
-            t0 = time.perf_counter()
-            step.apply(block, info)
-            best = min(best, time.perf_counter() - t0)
-        timings[name] = best
+        timings[name] = best_time(lambda block=block: step.apply(block, info), 7)
     print(f"\ninterpolation of 30,000 x 384: {', '.join(f'{k} {v * 1e3:.1f} ms' for k, v in timings.items())}")
     assert max(timings.values()) < 0.1  # generous for a loaded machine; the target is < 50 ms
