@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="neuropool",
         description="Neuropixels recordings in; sorted, quality-checked, brain-localised units out. "
-                    "Runs decompress -> preprocess -> sort -> qc -> localize -> export per probe, "
+                    "Runs decompress -> preprocess -> sort -> qc -> localize -> export -> nwb per probe, "
                     "as a task graph over a pool of Dask workers.",
     )
     parser.add_argument("--version", action="version", version=f"neuropool {__version__}")

@@ -74,3 +74,14 @@ class TaskFailedError(NeuropoolError, RuntimeError):
         self.cause = cause
         text = cause if isinstance(cause, str) else f"{type(cause).__name__}: {cause}"
         super().__init__(f"{node} failed: {text}")
+
+
+class SortingError(NeuropoolError, RuntimeError):
+    """A spike sorter failed: it raised, crashed, ran out of memory or found no units."""
+
+
+# -- atlases ---------------------------------------------------------------------------------
+
+
+class AtlasError(NeuropoolError, ValueError):
+    """An atlas volume is not what it must be: not an NRRD, not 3-D, not integer region ids."""

@@ -38,6 +38,7 @@ def collect(report: RunReport, session: Any = None) -> dict[str, Any]:
             p["n_units"] = qc["summary"]["n_units"]
             p["n_passing"] = qc["summary"]["n_passing"]
             p["thresholds"] = qc["summary"]["thresholds"]
+            p["ibl_labels"] = qc["summary"].get("units_by_ibl_label")
         loc = commits.get(f"localize[{probe}]")
         if loc and qc:
             p["units"] = _units_table(asset.dataset_url("units.metrics", probe),
@@ -125,6 +126,9 @@ def render(summary: dict[str, Any], max_units: int = 12) -> str:
         if "n_units" in p:
             crit = ", ".join(f"{k} {v}" for k, v in p["thresholds"].items())
             lines.append(f"  units found: {p['n_units']}; passing QC: {p['n_passing']} ({crit})")
+            if p.get("ibl_labels"):
+                by = ", ".join(f"{k}: {v}" for k, v in p["ibl_labels"].items())
+                lines.append(f"  IBL label (slidingRP, noise cutoff, amplitude > 50 µV): {by}")
         gt = p.get("ground_truth")
         if gt:
             line = (f"  ground truth: {gt['n_recovered']} of {gt['n_true']} true units recovered "

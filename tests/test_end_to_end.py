@@ -39,8 +39,8 @@ def test_demo_recovers_ground_truth_and_exports_alf(demo, capsys):
     out, session, asset = demo
     commits = asset.commits()
     assert set(commits) == {f"{t}[probe00]" for t in
-                            ("decompress", "preprocess", "sort", "qc", "localize", "export", "decompress_lf", "lfp",
-                             "raw_qc")}
+                            ("decompress", "preprocess", "sort", "qc", "localize", "export", "nwb", "decompress_lf",
+                             "lfp", "raw_qc")}
     gt = ground_truth_match(asset.dataset_url("ephys.sorting", "probe00"),
                             str(session / "ground_truth" / "probe00"),
                             asset.dataset_url("units.locations", "probe00"))
@@ -61,10 +61,12 @@ def test_demo_recovers_ground_truth_and_exports_alf(demo, capsys):
     assert np.load(alf / "channels.localCoordinates.npy").shape == (384, 2)
     mlapdv = np.load(alf / "channels.mlapdv.npy")
     # the demo trajectory: entry (-2243, -2000, 0), 4000 µm deep, theta 15°, phi 180°; the first
-    # site is 200 µm above the tip, the top sites stick out of the brain (DV > 0)
+    # site is 220 µm above the tip (IBL: 200 µm tip + the first row at 20 µm), the top sites
+    # stick out of the brain (DV > 0)
     tip_dv = -4000 * np.cos(np.deg2rad(15))
     assert mlapdv.shape == (384, 3)
-    np.testing.assert_allclose(mlapdv[0], [-2243 + 3800 * np.sin(np.deg2rad(15)), -2000, tip_dv + 200 * np.cos(np.deg2rad(15))])
+    np.testing.assert_allclose(mlapdv[0], [-2243 + 3780 * np.sin(np.deg2rad(15)), -2000, tip_dv + 220 * np.cos(np.deg2rad(15))])
+    assert np.load(alf / "channels.localCoordinates.npy")[0, 1] == 20.0  # IBL's frame
     assert np.all(np.diff(mlapdv[::2, 2]) > 0)  # going up the shank goes up in the brain
     assert set(metrics["passes_qc"].unique()) <= {True, False}
 
@@ -83,7 +85,7 @@ def test_rerun_skips_and_changed_parameters_rerun_what_follows(demo, tmp_path, c
     code = main(["run", str(session), "--out", str(out)])
     text = capsys.readouterr().out
     assert code == 0
-    assert text.count("already committed") == len(before) == 9  # the 8 tasks and decompress_lf
+    assert text.count("already committed") == len(before) == 10  # the 9 tasks and decompress_lf
     assert asset.commits() == before
 
     cfg = tmp_path / "strict.yaml"
@@ -94,7 +96,7 @@ def test_rerun_skips_and_changed_parameters_rerun_what_follows(demo, tmp_path, c
     after = asset.commits()
     for node in ("decompress[probe00]", "preprocess[probe00]", "sort[probe00]"):
         assert after[node] == before[node], node
-    for node in ("qc[probe00]", "localize[probe00]", "export[probe00]"):
+    for node in ("qc[probe00]", "localize[probe00]", "export[probe00]", "nwb[probe00]"):
         assert after[node]["fingerprint"] != before[node]["fingerprint"], node
     assert after["qc[probe00]"]["summary"]["n_passing"] == 0
     assert "passing QC: 0" in text
@@ -121,7 +123,7 @@ def test_demo_to_s3(monkeypatch, capsys):
         assets = [p for p in fs.ls("lab-demo/sessions") if "_processed_" in p]
         assert len(assets) == 1
         asset = DerivedAsset("s3://" + assets[0])
-        assert len(asset.commits()) == 9  # the 8 tasks, and decompress_lf for the LF stream
+        assert len(asset.commits()) == 10  # the 9 tasks, and decompress_lf for the LF stream
         assert fs.exists(assets[0] + "/probe00/alf/spikes.times.npy")
         assert "ground truth:" in out and "s3://lab-demo/sessions/" in out
     finally:

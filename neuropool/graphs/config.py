@@ -19,6 +19,7 @@ from neuropool.tasks.decompress import DecompressParams
 from neuropool.tasks.export import ExportParams
 from neuropool.tasks.lfp import LfpParams
 from neuropool.tasks.localize import LocalizeParams
+from neuropool.tasks.nwb import NwbParams
 from neuropool.tasks.preprocess import PreprocessTaskParams
 from neuropool.tasks.qc import QCParams
 from neuropool.tasks.rawqc import RawQCParams
@@ -38,6 +39,7 @@ class PipelineConfig(BaseModel):
     qc: QCParams = QCParams()
     localize: LocalizeParams = LocalizeParams()
     export: ExportParams = ExportParams()
+    nwb: NwbParams = NwbParams()
     lfp: LfpParams = LfpParams()
     raw_qc: RawQCParams = RawQCParams()
 

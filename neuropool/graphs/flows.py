@@ -43,8 +43,8 @@ GPU_LIMIT_ENV = "NEUROPOOL_GPU_LIMIT"
 DEFAULT_GPU_LIMIT = "neuropool-gpu"
 
 #: What ``--param until=`` may name.
-UntilTask = Literal["decompress", "preprocess", "sort", "qc", "localize", "export", "decompress_lf", "lfp",
-                    "raw_qc"]
+UntilTask = Literal["decompress", "preprocess", "sort", "qc", "localize", "export", "nwb", "decompress_lf",
+                    "lfp", "raw_qc"]
 
 
 def gpu_limit_name() -> str | None:

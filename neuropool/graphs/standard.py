@@ -1,4 +1,4 @@
-"""The standard per-probe graph: decompress -> preprocess -> sort -> qc -> localize -> export,
+"""The standard per-probe graph: decompress -> preprocess -> sort -> qc -> localize -> export, nwb,
 with the LFP band (``lfp``) and the raw-data QC (``raw_qc``) branching off decompress (and off
 ``decompress_lf`` for a probe with a separate LF stream: NP1 and 3A), and where its results go (:func:`plan`, shared by the notebook client, the CLI and the flows)."""
 

@@ -22,7 +22,11 @@ DATASET_PATHS: dict[str, str] = {
     "ephys.sorting": "sorting",
     "units.metrics": "qc",
     "units.locations": "localize",
+    # the ALF export is not in the probe folder but in an ONE session tree at the top of the
+    # asset: <subject>/<date>/<number>/alf/<probe> (one_session_path, DerivedAsset.dataset_url)
     "alf": "alf",
+    # the NWB file of the probe's units (neuropool.tasks.nwb): <session>_<probe>.nwb inside
+    "nwb": "nwb",
     # the LFP band (neuropool.tasks.lfp), beside the AP band
     "ephys.lfp": "lfp.zarr",
     # raw-data QC (neuropool.tasks.rawqc): IBL's _iblqc_ files, in the probe's folder
@@ -101,6 +105,34 @@ def parse_asset_name(name: str) -> dict[str, str] | None:
     """Split an asset name into ``source``, ``label``, ``date``, ``time``; None if it is not one."""
     m = _ASSET.match(name)
     return m.groupdict() if m else None
+
+
+#: IBL's session folder naming: ``<subject>/<YYYY-MM-DD>/<number>``; a source named
+#: ``<subject>_<date>_<number>`` (``mouse_2024-01-01_001``) gives exactly that.
+_ONE_SOURCE = re.compile(r"^(?P<subject>[\w.-]+?)_(?P<date>\d{4}-\d{2}-\d{2})_(?P<number>\d{1,3})$")
+
+
+def one_session_path(asset: str) -> str:
+    """The ONE session path (``<subject>/<date>/<number>``) of a derived asset's ALF datasets.
+
+    The ALF export lives in the asset as an ONE session tree, so that IBL's ``one-api`` loads
+    it in local mode with the asset as its cache folder. A source named like an IBL session
+    (``<subject>_<YYYY-MM-DD>_<number>``) keeps its subject, date and number; any other source
+    becomes the subject, on the asset's date, number ``001``.
+    """
+    parts = parse_asset_name(asset)
+    if parts is None:
+        raise ConfigError(f"{asset!r} is not a derived asset name (<source>_<label>_<date>_<time>)")
+    m = _ONE_SOURCE.match(parts["source"])
+    if m:
+        return f"{m['subject']}/{m['date']}/{int(m['number']):03d}"
+    subject = re.sub(r"[^\w.-]", "-", parts["source"])
+    return f"{subject}/{parts['date']}/001"
+
+
+def alf_collection(probe: str) -> str:
+    """The ALF collection of a probe's spike sorting inside its ONE session: ``alf/<probe>``."""
+    return f"alf/{check_probe_name(probe)}"
 
 
 def alf_filename(obj: str, attribute: str, extension: str) -> str:

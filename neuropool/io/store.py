@@ -132,7 +132,13 @@ class DerivedAsset:
     # -- datasets -------------------------------------------------------------------------
 
     def dataset_url(self, name: str, probe: str) -> str:
-        """URL of dataset ``name`` of ``probe`` inside this asset (committed or not)."""
+        """URL of dataset ``name`` of ``probe`` inside this asset (committed or not).
+
+        The ALF export (``alf``) lives in the asset's ONE session tree,
+        ``<subject>/<date>/<number>/alf/<probe>`` (:func:`neuropool.io.spec.one_session_path`).
+        """
+        if name == "alf":
+            return urls.join(self.url, spec.one_session_path(self.name), spec.alf_collection(probe))
         return urls.join(self.url, spec.dataset_path(name, probe))
 
     def clear(self, url: str) -> None:

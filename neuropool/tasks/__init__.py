@@ -20,6 +20,7 @@ TASKS: dict[str, tuple[str, str]] = {
     "qc": ("neuropool.tasks.qc:QC", "neuropool"),
     "localize": ("neuropool.tasks.localize:Localize", "neuropool"),
     "export": ("neuropool.tasks.export:Export", "neuropool"),
+    "nwb": ("neuropool.tasks.nwb:Nwb", "neuropool"),
     "lfp": ("neuropool.tasks.lfp:Lfp", "neuropool"),
     "raw_qc": ("neuropool.tasks.rawqc:RawQC", "neuropool"),
 }
@@ -28,8 +29,8 @@ TASKS: dict[str, tuple[str, str]] = {
 #: ``decompress`` only (and on ``decompress_lf``, which only probes with a separate LF stream
 #: have) and nothing depends on them; listed last, they are added to the graph after the sorting
 #: branch, so when both become ready at once preprocess starts first.
-STANDARD = ("decompress", "preprocess", "sort", "qc", "localize", "export", "decompress_lf", "lfp",
-            "raw_qc")
+STANDARD = ("decompress", "preprocess", "sort", "qc", "localize", "export", "nwb", "decompress_lf",
+            "lfp", "raw_qc")
 
 _loaded: dict[str, type[Task]] = {}
 

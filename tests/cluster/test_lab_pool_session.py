@@ -64,8 +64,8 @@ def test_the_sorter_runs_on_the_gpu_worker_and_chunks_spread_over_all(procs, dem
     assert done.returncode == 0, done.stdout + done.stderr
     ran = processes(only_asset(out))
     assert set(ran) == {f"{t}[probe00]" for t in
-                        ("decompress", "preprocess", "sort", "qc", "localize", "export", "decompress_lf", "lfp",
-                         "raw_qc")}
+                        ("decompress", "preprocess", "sort", "qc", "localize", "export", "nwb",
+                         "decompress_lf", "lfp", "raw_qc")}
     host = socket.gethostname()
     gpu, cpu = f"{host}/dask:gpu-worker", f"{host}/dask:cpu-worker"
     assert ran["sort[probe00]"]["host"] == [gpu]

@@ -25,8 +25,8 @@ from tests.cluster.processes import ROOT, free_port
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 STANDARD_NODES = {f"{t}[probe00]" for t in
-                  ("decompress", "preprocess", "sort", "qc", "localize", "export", "decompress_lf", "lfp",
-                   "raw_qc")}
+                  ("decompress", "preprocess", "sort", "qc", "localize", "export", "nwb", "decompress_lf",
+                   "lfp", "raw_qc")}
 
 
 def prefect(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:

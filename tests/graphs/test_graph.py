@@ -21,7 +21,7 @@ def std(probes=("probe00",), **cfg):
 
 def test_standard_graph_edges_follow_datasets():
     g = std(("probe00", "probe01"))
-    assert len(g.nodes) == 16  # 8 tasks per probe
+    assert len(g.nodes) == 18  # 9 tasks per probe
     edges = set(g.edges())
     assert ("decompress[probe00]", "preprocess[probe00]") in edges
     assert ("decompress[probe00]", "lfp[probe00]") in edges
@@ -30,10 +30,11 @@ def test_standard_graph_edges_follow_datasets():
     assert ("sort[probe00]", "qc[probe00]") in edges
     assert ("qc[probe00]", "localize[probe00]") in edges
     assert ("localize[probe00]", "export[probe00]") in edges
+    assert ("localize[probe00]", "nwb[probe00]") in edges and ("decompress[probe00]", "nwb[probe00]") in edges
     assert not any("probe00" in a and "probe01" in b for a, b in edges)
     order = g.topological_order()
     assert order.index("decompress[probe01]") < order.index("export[probe01]")
-    assert g.downstream("sort[probe00]") == {"qc[probe00]", "localize[probe00]", "export[probe00]"}
+    assert g.downstream("sort[probe00]") == {"qc[probe00]", "localize[probe00]", "export[probe00]", "nwb[probe00]"}
     g.validate([{"GPU": 0}])
 
 

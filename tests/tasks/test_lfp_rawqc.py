@@ -418,13 +418,14 @@ def test_standard_graph_branches_lfp_and_raw_qc_off_decompress():
     session = Session("/data/s1", "s1", {"probe00": "/data/s1/probe00.ap.cbin"}, {})
     graph = standard_graph(session, load_config({}))
     assert list(graph.nodes) == [f"{t}[probe00]" for t in
-                                 ("decompress", "preprocess", "sort", "qc", "localize", "export", "lfp", "raw_qc")]
+                                 ("decompress", "preprocess", "sort", "qc", "localize", "export", "nwb", "lfp",
+                                  "raw_qc")]
     for task in ("lfp", "raw_qc"):
         assert graph.upstream(f"{task}[probe00]") == ["decompress[probe00]"]
         assert graph.downstream(f"{task}[probe00]") == set()
     assert graph.subset(until="sort").task_names() == "decompress, preprocess, sort"
     lean = standard_graph(session, load_config({"lfp": {"enabled": False}, "raw_qc": {"enabled": False}}))
-    assert len(lean.nodes) == 6
+    assert len(lean.nodes) == 7
     # how a task runs (enabled) is not what it computes
     assert get_task("lfp")({"enabled": False}).params.fingerprint_fields() == get_task("lfp")().params.fingerprint_fields()
 
