@@ -72,7 +72,7 @@ def test_demo_recovers_ground_truth_and_exports_alf(demo, capsys):
 
     doc = asset.read_processing()
     procs = {p["node"]: p for p in doc["processing_pipeline"]["data_processes"]}
-    assert procs["sort[probe00]"]["parameters"]["sorter"] == "spykingcircus2"
+    assert procs["sort[probe00]"]["parameters"]["sorter"] == "tridesclous2"
     assert procs["qc[probe00]"]["summary"]["n_units"] == n
     assert procs["decompress[probe00]"]["summary"]["checksum_verified"] is True
     desc = json.loads((Path(asset.url) / "data_description.json").read_text())
@@ -124,7 +124,11 @@ def test_demo_to_s3(monkeypatch, capsys):
         assert len(assets) == 1
         asset = DerivedAsset("s3://" + assets[0])
         assert len(asset.commits()) == 10  # the 9 tasks, and decompress_lf for the LF stream
-        assert fs.exists(assets[0] + "/probe00/alf/spikes.times.npy")
+        alf = asset.dataset_url("alf", "probe00")
+        assert alf.startswith(f"s3://{assets[0]}/demo-mouse/")  # the asset's ONE session tree
+        assert fs.exists(alf + "/spikes.times.npy")
+        for table in ("sessions.pqt", "datasets.pqt"):  # ONE's cache tables, uploaded
+            assert fs.exists(f"{assets[0]}/{table}")
         assert "ground truth:" in out and "s3://lab-demo/sessions/" in out
     finally:
         s3fs.S3FileSystem.clear_instance_cache()

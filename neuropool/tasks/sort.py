@@ -19,6 +19,7 @@ the declaration either way: 0 to run kilosort4 on CPU, 1 to give any sorter a GP
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 from pathlib import Path
@@ -49,7 +50,8 @@ SORTER_DEFAULTS: dict[str, dict[str, Any]] = {
 class SortParams(Params):
     """Parameters of :class:`Sort`."""
 
-    sorter: str = Field("spykingcircus2", description="any SpikeInterface sorter name")
+    sorter: str = Field("tridesclous2", description="any SpikeInterface sorter name; default: the "
+                        "most accurate CPU sorter in benchmarks/bench_sorters.py")
     sorter_params: dict[str, Any] = Field(default_factory=dict, description="passed to the sorter")
     n_jobs: int = Field(-1, description="processes the sorter may use; -1 = all cores",
                         json_schema_extra=RUN_ONLY)
@@ -109,6 +111,8 @@ class Sort(Task):
             )
         if "job_kwargs" in defaults and "job_kwargs" not in self.params.sorter_params:
             given["job_kwargs"] = {"n_jobs": self.params.n_jobs, "progress_bar": False}
+        elif "n_jobs" in defaults and "n_jobs" not in self.params.sorter_params:  # mountainsort5
+            given["n_jobs"] = self.params.n_jobs if self.params.n_jobs > 0 else (os.cpu_count() or 1)
         return given
 
     def run_block(self, ctx: TaskContext, block: Any) -> Any:

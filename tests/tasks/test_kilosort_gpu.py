@@ -43,4 +43,4 @@ def test_kilosort4_sorts_the_demo_on_the_gpu(tmp_path):
     gt = ground_truth_match(asset.dataset_url("ephys.sorting", "probe00"),
                             str(session / "ground_truth" / "probe00"),
                             asset.dataset_url("units.locations", "probe00"))
-    assert gt["n_recovered"] >= 14, gt  # of 20: a floor, as test_end_to_end sets one for spykingcircus2
+    assert gt["n_recovered"] >= 14, gt  # of 20: a floor, as test_end_to_end sets one for the CPU default

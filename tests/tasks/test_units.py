@@ -1,6 +1,6 @@
 """sort -> qc -> localize -> export on a generated recording with known units, in this process.
 
-One module-scoped run (20 s, 32 channels, 8 true units, spykingcircus2) feeds every test here;
+One module-scoped run (20 s, 32 channels, 8 true units, the default sorter) feeds every test here;
 the sorter's failure paths run on a short noise recording.
 """
 
@@ -37,17 +37,22 @@ def units(tmp_path_factory):
     qc = run_task("qc", {"n_jobs": 2}, {"ephys.preprocessed": pre, "ephys.sorting": str(probe / "sorting")}, probe)
     run_task("localize", {"trajectory": TRAJECTORY},
              {"ephys.preprocessed": pre, "units.metrics": str(probe / "qc")}, probe)
-    alf = asset / spec.one_session_path(ASSET) / "alf" / "probe00"
+    alf, export = run_export(asset, probe / "qc", probe / "localize")
+    return {"asset": asset, "probe": probe, "alf": alf, "truth": truth, "recording": recording,
+            "summaries": {"sort": sort, "qc": qc, "export": export}}
+
+
+def run_export(asset: Path, qc: Path, localize: Path) -> tuple[Path, dict]:
+    """Run export (blocks and the client's finish) into ``asset``'s ONE session tree."""
     from neuropool.tasks import get_task
     from neuropool.tasks.base import TaskContext
 
+    alf = asset / spec.one_session_path(asset.name) / "alf" / "probe00"
     task = get_task("export")({})
     ctx = TaskContext(node="export[probe00]", probe="probe00",
-                      inputs={"units.metrics": str(probe / "qc"), "units.locations": str(probe / "localize")},
+                      inputs={"units.metrics": str(qc), "units.locations": str(localize)},
                       outputs={"alf": str(alf)})
-    export = task.finish(ctx, [task.run_block(ctx, None)])
-    return {"asset": asset, "probe": probe, "alf": alf, "truth": truth, "recording": recording,
-            "summaries": {"sort": sort, "qc": qc, "export": export}}
+    return alf, task.finish(ctx, [task.run_block(ctx, None)])
 
 
 # -- sort ---------------------------------------------------------------------------------------
@@ -62,10 +67,10 @@ def test_sort_finds_the_true_units_and_keeps_the_sorters_log(units):
     cmp = compare_sorter_to_ground_truth(units["truth"], sorting, exhaustive_gt=True)
     assert len(cmp.get_well_detected_units(well_detected_score=0.8)) >= 5  # of 8
     record = json.loads((folder / "sorter.json").read_text())
-    assert record["sorter"] == "spykingcircus2" and record["n_units"] == len(sorting.unit_ids)
+    assert record["sorter"] == "tridesclous2" and record["n_units"] == len(sorting.unit_ids)
     assert record["wall_s"] > 0 and record["peak_rss_gb"] > 0.05 and "error" not in record
     log = (folder / "sorter.log").read_text()
-    assert "spykingcircus2 found" in log and "Preprocessing the recording" in log  # the sorter's own output
+    assert "tridesclous2 found" in log and "tridesclous2" in (folder / "sorter_log.json").read_text()
     assert units["summaries"]["sort"]["n_units"] == len(sorting.unit_ids)
 
 
@@ -94,7 +99,8 @@ def _failed_sort(params: dict, store: str, out: Path, during=None) -> SortingErr
 
 
 def test_a_sorter_that_raises_fails_with_its_log_quoted_and_saved(noise_store, tmp_path):
-    error = _failed_sort({"sorter_params": {"general": {"radius_um": "wide"}}}, noise_store, tmp_path)
+    error = _failed_sort({"sorter": "spykingcircus2", "sorter_params": {"general": {"radius_um": "wide"}}},
+                         noise_store, tmp_path)
     text = str(error)
     assert "spykingcircus2 failed on" in text and noise_store in text
     assert "exited with status 1" in text
@@ -249,6 +255,31 @@ def test_one_api_loads_the_export_in_local_mode(units):
     assert templates.waveformsChannels.shape == (len(analyzer.unit_ids), templates.waveforms.shape[2])
     np.testing.assert_array_equal(templates.waveformsChannels[:, 0], clusters.channels)  # the peak first
     assert units["summaries"]["export"]["regions"] == "left out: localize had no atlas"
+
+
+def test_with_an_atlas_the_export_holds_brain_regions(units, tmp_path):
+    from one.api import One
+
+    from tests.tasks.test_atlas import synthetic_ids, write_nrrd
+
+    volume = write_nrrd(tmp_path / "annotation.nrrd", synthetic_ids())
+    probe = units["probe"]
+    run_task("localize", {"trajectory": TRAJECTORY, "atlas": {"url": str(volume)}},
+             {"ephys.preprocessed": str(probe / "preprocessed.zarr"), "units.metrics": str(probe / "qc")},
+             tmp_path)
+    asset = tmp_path / ASSET
+    _, summary = run_export(asset, probe / "qc", tmp_path / "localize")
+    assert "regions" not in summary
+    one = One(cache_dir=asset, mode="local")
+    eid = one.search()[0]
+    channels = one.load_object(eid, "channels", collection="alf/probe00")
+    clusters = one.load_object(eid, "clusters", collection="alf/probe00")
+    located = pd.read_parquet(tmp_path / "localize" / "channels.pqt")
+    np.testing.assert_array_equal(channels.brainLocationIds_ccf_2017, located["atlas_id"])
+    units_located = pd.read_parquet(tmp_path / "localize" / "units.pqt")
+    np.testing.assert_array_equal(clusters.brainLocationIds_ccf_2017, units_located["atlas_id"])
+    assert list(clusters.brainLocationAcronyms_ccf_2017) == list(units_located["acronym"])
+    assert (channels.brainLocationIds_ccf_2017 > 0).all()  # the sites are in the brain
 
 
 def test_one_tables_follow_a_reexport(units, tmp_path):
