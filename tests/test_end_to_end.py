@@ -17,9 +17,10 @@ from neuropool.io.store import DerivedAsset
 
 pytestmark = pytest.mark.slow
 
-#: Measured on a 2-core machine with this test's session (12 s, 20 true units, seed 3):
-#: 20 of 20 true units recovered with accuracy >= 0.8, median position error 3.1 µm.
-#: The floor (80 %) leaves room for sorter and platform variation.
+#: Measured on a 2-core machine with this test's session (12 s, 20 true units, seed 3) with
+#: spykingcircus2: 20 of 20 true units recovered with accuracy >= 0.8, median position error
+#: 3.1 µm; tridesclous2 (the default since) passes the same floor. The floor (80 %) leaves room
+#: for sorter and platform variation.
 MIN_RECOVERED = 16
 
 
