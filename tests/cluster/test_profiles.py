@@ -33,8 +33,8 @@ def test_profiles_are_found_by_name_or_path_and_checked(tmp_path, monkeypatch):
 def test_named_pipeline_configs(tmp_path, monkeypatch):
     monkeypatch.setenv("NEUROPOOL_CONFIG_DIR", str(tmp_path))
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "fast.yaml").write_text(yaml.safe_dump({"sort": {"sorter": "tridesclous2"}}))
-    assert config_by_name("fast").sort.sorter == "tridesclous2"
+    (tmp_path / "fast.yaml").write_text(yaml.safe_dump({"sort": {"sorter": "spykingcircus2"}}))
+    assert config_by_name("fast").sort.sorter == "spykingcircus2"
     assert config_by_name("default") == config_by_name(None)
     with pytest.raises(ConfigError, match=r"config 'slow': no such file.*named configs: default, fast"):
         config_by_name("slow")

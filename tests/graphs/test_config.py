@@ -27,9 +27,9 @@ def test_default_yaml_holds_every_parameter_with_its_default():
 
 def test_partial_config_keeps_other_defaults(tmp_path):
     f = tmp_path / "c.yaml"
-    f.write_text("sort:\n  sorter: tridesclous2\npreprocess:\n  highpass_freq: 400\n")
+    f.write_text("sort:\n  sorter: spykingcircus2\npreprocess:\n  highpass_freq: 400\n")
     cfg = load_config(f)
-    assert cfg.sort.sorter == "tridesclous2" and cfg.preprocess.highpass_freq == 400
+    assert cfg.sort.sorter == "spykingcircus2" and cfg.preprocess.highpass_freq == 400
     assert cfg.qc == PipelineConfig().qc
     assert cfg.task_params("preprocess") == {"highpass_freq": 400.0}
 

@@ -39,12 +39,12 @@ def test_standard_graph_edges_follow_datasets():
 
 
 def test_serialises_to_plain_data_and_back():
-    g = std(sort={"sorter": "tridesclous2"})
+    g = std(sort={"sorter": "spykingcircus2"})
     data = g.to_dict()
     assert data["sources"] == {"probe00/ephys.source": "/data/s1/probe00.ap.cbin"}
     g2 = Graph.from_json(g.to_json())
     assert g2.to_dict() == data
-    assert g2.nodes["sort[probe00]"].params == {"sorter": "tridesclous2"}
+    assert g2.nodes["sort[probe00]"].params == {"sorter": "spykingcircus2"}
     assert g2.session["probes"]["probe00"]["trajectory"]["depth"] == 3000
 
 
