@@ -240,19 +240,8 @@ def test_errors_name_the_url_and_the_problem(tmp_path, ids):
 # -- S3 -----------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def s3():
-    moto_server = pytest.importorskip("moto.server")
-    s3fs = pytest.importorskip("s3fs")
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    options = {"key": "testing", "secret": "testing",
-               "client_kwargs": {"endpoint_url": f"http://{host}:{port}", "region_name": "us-east-1"}}
-    fs = s3fs.S3FileSystem(**options)
-    fs.call_s3("create_bucket", Bucket="atlases")
-    yield fs, options
-    server.stop()
+#: The bucket the ``s3`` fixture (tests/tasks/conftest.py) creates for this module.
+S3_BUCKET = "atlases"
 
 
 def test_reads_through_s3(s3, nrrd_file, ids):

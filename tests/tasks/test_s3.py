@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from neuropool.cluster import InProcessPool
 from neuropool.graphs import run_graph, standard_graph
@@ -12,20 +11,8 @@ from neuropool.io.session import open_session
 from neuropool.io.store import DerivedAsset
 from tests.tasks.conftest import run_standard
 
-
-@pytest.fixture(scope="module")
-def s3():
-    moto_server = pytest.importorskip("moto.server")
-    s3fs = pytest.importorskip("s3fs")
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    options = {"key": "testing", "secret": "testing",
-               "client_kwargs": {"endpoint_url": f"http://{host}:{port}", "region_name": "us-east-1"}}
-    fs = s3fs.S3FileSystem(**options)
-    fs.call_s3("create_bucket", Bucket="lab-data")
-    yield fs, options
-    server.stop()
+#: The bucket the ``s3`` fixture (tests/tasks/conftest.py) creates for this module.
+S3_BUCKET = "lab-data"
 
 
 def test_decompress_and_preprocess_from_and_to_s3(s3, cbin_session, tmp_path):
