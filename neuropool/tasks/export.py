@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from neuropool.errors import StoreError
 from neuropool.io import spec, urls
 from neuropool.tasks._scratch import fetch, publish, scratch_dir
 from neuropool.tasks.base import Params, Task, TaskContext
@@ -86,9 +87,8 @@ class Export(Task):
             metrics = pd.read_parquet(qc_dir / "metrics.pqt")
             units = pd.read_parquet(loc_dir / "units.pqt")
             channels = pd.read_parquet(loc_dir / "channels.pqt")
+            check_tables(ctx, analyzer, metrics, units, channels)
             unit_ids = [str(u) for u in analyzer.unit_ids]
-            if list(metrics["unit_id"]) != unit_ids or list(units["unit_id"]) != unit_ids:
-                raise RuntimeError(f"{ctx.node}: units of qc and localize disagree with the sorting")
             data = alf_datasets(analyzer, metrics, units, channels, _site_offset(loc_dir))
             for (obj, attr, ext), arr in data.items():
                 np.save(out / spec.alf_filename(obj, attr, ext), arr)
@@ -120,6 +120,27 @@ class Export(Task):
             root = urls.parent(root)
         summary["one"] = write_one_tables(root, ctx.storage_options)
         return summary
+
+
+def check_tables(ctx: TaskContext, analyzer: Any, metrics: pd.DataFrame, units: pd.DataFrame,
+                 channels: pd.DataFrame) -> None:
+    """Refuse inputs whose units or channels disagree with the sorting, naming the file."""
+    unit_ids = [str(u) for u in analyzer.unit_ids]
+    for table, where in ((metrics, f"{ctx.inputs['units.metrics']}/metrics.pqt"),
+                         (units, f"{ctx.inputs['units.locations']}/units.pqt")):
+        if "unit_id" not in table or [str(u) for u in table["unit_id"]] != unit_ids:
+            raise StoreError(f"{where}: its units are not the sorting's ({len(unit_ids)} units in the "
+                             "qc analyzer): run qc and localize again")
+    where = f"{ctx.inputs['units.locations']}/channels.pqt"
+    for column in ("channel", "x", "y"):
+        if column not in channels:
+            raise StoreError(f"{where}: no {column!r} column")
+    if sorted(map(str, channels["channel"])) != sorted(map(str, analyzer.channel_ids)):
+        raise StoreError(f"{where}: its channels are not those of the sorted recording "
+                         f"({len(channels)} rows, {len(analyzer.channel_ids)} channels sorted)")
+    if analyzer.get_num_segments() != 1:
+        raise StoreError(f"{ctx.inputs['units.metrics']}: the analyzer has "
+                         f"{analyzer.get_num_segments()} segments; the exports handle one")
 
 
 def _site_offset(loc_dir: Any) -> float:

@@ -63,6 +63,7 @@ from neuropool.io import urls
 from neuropool.io.timeseries import TimeseriesStore
 from neuropool.tasks._scratch import fetch, publish, scratch_dir
 from neuropool.tasks.base import Params, Task, TaskContext
+from neuropool.tasks.export import check_tables
 from neuropool.tasks.qc import load_analyzer
 
 #: The session's metadata file, in the session folder.
@@ -262,27 +263,6 @@ def qc_thresholds(ctx: TaskContext) -> str:
     found = urls.read_json(url, ctx.storage_options)
     return ", ".join(f"{metric} " + " and ".join(f"{ops.get(k, k)} {v}" for k, v in bound.items())
                      for metric, bound in found.items())
-
-
-def check_tables(ctx: TaskContext, analyzer: Any, metrics: pd.DataFrame, units: pd.DataFrame,
-                 channels: pd.DataFrame) -> None:
-    """Refuse inputs whose units or channels disagree with the sorting, naming the file."""
-    unit_ids = [str(u) for u in analyzer.unit_ids]
-    for table, where in ((metrics, f"{ctx.inputs['units.metrics']}/metrics.pqt"),
-                         (units, f"{ctx.inputs['units.locations']}/units.pqt")):
-        if "unit_id" not in table or [str(u) for u in table["unit_id"]] != unit_ids:
-            raise StoreError(f"{where}: its units are not the sorting's ({len(unit_ids)} units in the "
-                             "qc analyzer): run qc and localize again")
-    where = f"{ctx.inputs['units.locations']}/channels.pqt"
-    for column in ("channel", "x", "y"):
-        if column not in channels:
-            raise StoreError(f"{where}: no {column!r} column")
-    if sorted(map(str, channels["channel"])) != sorted(map(str, analyzer.channel_ids)):
-        raise StoreError(f"{where}: its channels are not those of the sorted recording "
-                         f"({len(channels)} rows, {len(analyzer.channel_ids)} channels sorted)")
-    if analyzer.get_num_segments() != 1:
-        raise StoreError(f"{ctx.inputs['units.metrics']}: the analyzer has "
-                         f"{analyzer.get_num_segments()} segments; NWB export handles one")
 
 
 # -- session start time and subject ------------------------------------------------------------
