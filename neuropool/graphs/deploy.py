@@ -50,6 +50,37 @@ def deployments_in(prefect_file: Path) -> list[dict[str, Any]]:
     return out
 
 
+def wait_for_api(env: dict[str, str], timeout: float) -> None:
+    """Wait until the Prefect API in ``env["PREFECT_API_URL"]`` answers its health check.
+
+    Raises
+    ------
+    ConfigError
+        Naming the URL and the last error when it does not answer within ``timeout`` seconds.
+    """
+    import time
+    import urllib.error
+    import urllib.request
+
+    url = env.get("PREFECT_API_URL", "")
+    if not url:
+        raise ConfigError("PREFECT_API_URL is not set: point it at the Prefect API, e.g. "
+                          "http://prefect-server:4200/api")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=10) as r:
+                if r.status == 200:
+                    return
+                last = f"HTTP {r.status}"
+        except (OSError, urllib.error.URLError) as e:
+            last = f"{type(e).__name__}: {e}"
+        if time.monotonic() >= deadline:
+            raise ConfigError(f"the Prefect API at {url} did not answer within {timeout:g} s "
+                              f"({last}); check PREFECT_API_URL and that the server runs")
+        time.sleep(2.0)
+
+
 def deploy(
     prefect_file: str | Path = DEFAULT_PREFECT_FILE,
     *,
@@ -59,6 +90,10 @@ def deploy(
     config: str = "default",
     cluster: str = "",
     gpu_slots: int = 1,
+    pool: str | None = None,
+    pool_type: str | None = None,
+    base_job_template: str | Path | None = None,
+    wait: float = 0.0,
 ) -> list[str]:
     """Apply the deployments of ``prefect_file`` to the Prefect server in ``PREFECT_API_URL``.
 
@@ -73,6 +108,17 @@ def deploy(
         ``NEUROPOOL_OUTPUT``, ``NEUROPOOL_CONFIG`` and ``NEUROPOOL_CLUSTER`` in the file.
     gpu_slots : int
         Slots of the GPU concurrency limit: GPU tasks that may run at once across all flow runs.
+    pool : str, optional
+        Put the deployments on this work pool instead of the one the file names (the Helm
+        chart's ``prefect.worker.pool``).
+    pool_type : str, optional
+        Type of a work pool created here (``process`` or ``kubernetes``); default: ``lab`` is
+        process, ``kubernetes`` is kubernetes, and ``pool`` must then be one of those.
+    base_job_template : path, optional
+        The base job template (JSON) a work pool created here gets, e.g. the chart's Job of a
+        kubernetes pool; an existing pool's template is updated to it.
+    wait : float
+        Seconds to wait for the Prefect API to answer before deploying (0: do not wait).
 
     Returns
     -------
@@ -91,18 +137,23 @@ def deploy(
         chosen = [d for d in chosen if d["full_name"] in names]
     if raw_root == "" and any(d["full_name"] == "discover-sessions/nightly" for d in chosen):
         raise ConfigError("discover-sessions/nightly needs the folder to search: give --raw-root URL")
+    if pool_type is not None and pool_type not in WORK_POOL_TYPES.values():
+        raise ConfigError(f"--pool-type {pool_type!r}: expected one of "
+                          f"{', '.join(sorted(set(WORK_POOL_TYPES.values())))}")
+    if base_job_template is not None and not Path(base_job_template).is_file():
+        raise ConfigError(f"--base-job-template {base_job_template}: no such file")
     env = dict(os.environ, NEUROPOOL_RAW_ROOT=raw_root, NEUROPOOL_OUTPUT=output,
                NEUROPOOL_CONFIG=config, NEUROPOOL_CLUSTER=cluster)
-    for pool in sorted({(d.get("work_pool") or {}).get("name") for d in chosen} - {None}):
-        if _prefect("work-pool", "inspect", pool, env=env, check=False).returncode == 0:
-            continue
-        if pool not in WORK_POOL_TYPES:
-            raise ConfigError(f"work pool {pool!r} does not exist; create it first with "
-                              f"`prefect work-pool create {pool} --type process` (or kubernetes)")
-        _prefect("work-pool", "create", pool, "--type", WORK_POOL_TYPES[pool], env=env)
+    if wait > 0:
+        wait_for_api(env, wait)
+    pools = {pool} if pool else {(d.get("work_pool") or {}).get("name") for d in chosen} - {None}
+    for name in sorted(pools):
+        _ensure_pool(name, pool_type or WORK_POOL_TYPES.get(name), base_job_template, env)
     args = ["--no-prompt", "deploy", "--prefect-file", str(path)]
     for d in chosen:
         args += ["--name", d["full_name"]]
+    if pool:
+        args += ["--pool", pool]
     _prefect(*args, env=env)
     from neuropool.graphs.flows import ensure_gpu_limit, gpu_limit_name
 
@@ -112,13 +163,29 @@ def deploy(
     return [d["full_name"] for d in chosen]
 
 
+def _ensure_pool(name: str, pool_type: str | None, template: str | Path | None,
+                 env: dict[str, str]) -> None:
+    """Create work pool ``name`` when missing; give an existing one ``template`` when given."""
+    template_args = ["--base-job-template", str(template)] if template else []
+    if _prefect("work-pool", "inspect", name, env=env, check=False).returncode == 0:
+        if template_args:
+            _prefect("work-pool", "update", name, *template_args, env=env)
+        return
+    if pool_type is None:
+        raise ConfigError(f"work pool {name!r} does not exist; create it first with "
+                          f"`prefect work-pool create {name} --type process` (or kubernetes), "
+                          "or give --pool-type")
+    _prefect("work-pool", "create", name, "--type", pool_type, *template_args, env=env)
+
+
 def cmd_deploy(args: argparse.Namespace) -> int:
     applied = deploy(args.prefect_file, names=args.name, raw_root=args.raw_root or "",
                      output=args.output or "", config=args.config, cluster=args.cluster or "",
-                     gpu_slots=args.gpu_slots)
+                     gpu_slots=args.gpu_slots, pool=args.pool, pool_type=args.pool_type,
+                     base_job_template=args.base_job_template, wait=args.wait_for_api)
     for name in applied:
         print(f"deployed {name}")
-    print("Lab servers take runs with: prefect worker start --pool lab")
+    print(f"Lab servers take runs with: prefect worker start --pool {args.pool or 'lab'}")
     print("Run one session with: prefect deployment run 'process-session/adhoc' --param source=URL")
     return 0
 
@@ -145,4 +212,16 @@ def register_deploy(sub: Any) -> None:
                    "(default: an embedded LocalCluster on the machine running the flow)")
     p.add_argument("--gpu-slots", type=int, default=1, metavar="N",
                    help="GPU tasks that may run at once across all flow runs (default: 1)")
+    p.add_argument("--pool", metavar="NAME",
+                   help="work pool for the deployments, instead of the one the file names "
+                        "(created if missing)")
+    p.add_argument("--pool-type", choices=sorted(set(WORK_POOL_TYPES.values())),
+                   help="type of a work pool created here (default: lab is process, kubernetes "
+                        "is kubernetes)")
+    p.add_argument("--base-job-template", metavar="FILE",
+                   help="JSON base job template for the work pool (e.g. the Helm chart's Job "
+                        "of a kubernetes pool)")
+    p.add_argument("--wait-for-api", type=float, default=0.0, metavar="S",
+                   help="wait up to S seconds for the Prefect API to answer first (default: 0, "
+                        "do not wait); for containers that start beside the server")
     p.set_defaults(func=cmd_deploy)

@@ -33,11 +33,16 @@ def free_port() -> int:
 class Proc:
     """A ``neuropool`` command in its own process group, its output collected by a thread."""
 
-    def __init__(self, *args: str) -> None:
-        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        self.args = args
+    def __init__(self, *args: str, argv: list[str] | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        """``Proc("worker", ADDRESS)`` runs ``neuropool worker ADDRESS``; ``argv`` runs another
+        command line, and ``env`` replaces the environment (default: this one's)."""
+        env = dict(os.environ if env is None else env)
+        env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        self.args = args if argv is None else tuple(argv)
+        self.label = " ".join(("neuropool", *args) if argv is None else argv)
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "neuropool.cli", *args], cwd=ROOT, env=env, text=True,
+            argv or [sys.executable, "-m", "neuropool.cli", *args], cwd=ROOT, env=env, text=True,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.lines: list[str] = []
@@ -62,10 +67,10 @@ class Proc:
                 return m
             if self.popen.poll() is not None:
                 time.sleep(0.2)  # let the reader catch the last lines
-                pytest.fail(f"neuropool {' '.join(self.args)} exited ({self.popen.returncode}) "
+                pytest.fail(f"{self.label} exited ({self.popen.returncode}) "
                             f"before printing {pattern!r}:\n{self.output}")
             time.sleep(0.05)
-        pytest.fail(f"neuropool {' '.join(self.args)} did not print {pattern!r} within "
+        pytest.fail(f"{self.label} did not print {pattern!r} within "
                     f"{timeout:g} s:\n{self.output}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
