@@ -53,6 +53,10 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
                     "env": [{"name": "NEUROPOOL_MALLOC_KEEP_MB", "value": "2048"}]}}},
 }
 
+# The README's examples are value sets too.
+VALUE_SETS.update({f"example-{p.stem}": yaml.safe_load(p.read_text())
+                   for p in sorted((CHART / "examples").glob("*.yaml"))})
+
 
 @pytest.fixture(scope="module", params=sorted(VALUE_SETS))
 def rendered(request):
@@ -458,3 +462,27 @@ def test_invalid_values_are_refused_naming_the_field(values, field):
     with pytest.raises(helm.HelmValuesError) as e:
         render(values)
     assert (f"at '{field}'" if field.startswith("/") else field) in str(e.value)
+
+
+def test_the_readme_documents_every_value():
+    """Each key of values.yaml (worker groups as ``workerGroups.<name>.KEY``) is in the README."""
+    readme = (CHART / "README.md").read_text()
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    documented = set()
+    for row in re.findall(r"^\| (.+?) \|", readme, flags=re.M):  # `a.b.c`, `.d` -> a.b.c, a.b.d
+        keys = re.findall(r"`([^`]+)`", row)
+        if keys:
+            base = keys[0].rsplit(".", 1)[0]
+            documented.update(f"{base}{k}" if k.startswith(".") else k for k in keys)
+
+    def leaves(node: Any, prefix: str) -> list[str]:
+        if prefix in ("podSecurityContext", "securityContext") or not isinstance(node, dict) or not node:
+            return [prefix]
+        if prefix.startswith("workerGroups.") and prefix.count(".") == 1:
+            prefix = "workerGroups.<name>"
+        if prefix.endswith((".resources", ".jobResources", ".nodeSelector")):
+            return [prefix]
+        return [k for key, v in node.items() for k in leaves(v, f"{prefix}.{key}" if prefix else key)]
+
+    missing = sorted({k for k in leaves(values, "") if k not in documented})
+    assert not missing, f"README.md's values table lacks {missing}"
