@@ -24,4 +24,11 @@ def connect(address: str | None = None, **kwargs: Any) -> Client:
     return _connect(address, **kwargs)
 
 
-__all__ = ["__version__", "connect"]
+def catalog(root: str, **kwargs: Any) -> Any:
+    """Index the derived assets under ``root``; see :func:`neuropool.catalogs.catalog`."""
+    from neuropool.catalogs import catalog as _catalog
+
+    return _catalog(root, **kwargs)
+
+
+__all__ = ["__version__", "catalog", "connect"]

@@ -167,7 +167,8 @@ def _finish_stream(raw_dir: Path, stem: str, fs: float, compress: bool) -> str:
 
     bin_path = raw_dir / f"{stem}.bin"
     mtscomp.compress(str(bin_path), str(raw_dir / f"{stem}.cbin"), str(raw_dir / f"{stem}.ch"),
-                     sample_rate=fs, n_channels=385, dtype=np.int16, n_threads=2, check_after_compress=False)
+                     sample_rate=fs, n_channels=385, dtype=np.int16, n_threads=2, check_after_compress=False,
+                     quiet=True)
     bin_path.unlink()
     return f"{stem}.cbin"
 

@@ -127,6 +127,7 @@ def run_graph_in_prefect(graph: Graph, asset: DerivedAsset, cluster: str | None)
 
         execution_id = uuid.uuid4().hex
         _EXECUTIONS[execution_id] = execution = Execution(graph, asset, pool, progress)
+        execution.write_processing(force=True)  # the graph is in processing.json before any commit
         try:
             futures: dict[str, Any] = {}
             for nid in graph.topological_order():

@@ -8,8 +8,9 @@ For every node, in dependency order (independent nodes concurrently):
 3. otherwise its old commit is withdrawn, its outputs cleared, ``setup`` runs here, every block
    is submitted to the pool (with the node's retries), and when all blocks are back ``finish``
    runs and the commit marker is written, last;
-4. a node that fails is ``failed`` with its error; everything downstream of it is ``skipped``
-   with the cause; other branches go on.
+4. a node that fails is ``failed`` with its error, which is also recorded in the asset
+   (``_failures/``, read by ``neuropool status``; removed when the node is attempted again);
+   everything downstream of it is ``skipped`` with the cause; other branches go on.
 
 ``processing.json`` is rewritten after each commit, so it always describes what is committed.
 
@@ -150,6 +151,7 @@ class Execution:
         for a, b in graph.edges():
             self.ups[b].append(a)
         self.commits = asset.commits()  # read once; kept in step with every commit and uncommit
+        self.failed_before = set(asset.failures())  # nodes with a failure record
         self._written = 0.0
         self.lock = threading.RLock()  # for run_node, called from several threads
 
@@ -209,6 +211,9 @@ class Execution:
         node = self.graph.nodes[nid]
         task = node.make_task()
         commit = self.commits.get(nid)
+        if nid in self.failed_before:  # attempted again: its last failure no longer describes it
+            self.asset.forget_failure(nid)
+            self.failed_before.discard(nid)
         if self.is_current(nid):
             self.results[nid] = NodeResult(nid, "cached", commit.get("summary", {}), wall_s=0.0)
             self.progress("cached", nid, {})
@@ -301,6 +306,9 @@ class Execution:
                         fut.cancel()
         message = f"{type(exc).__name__}: {exc}"
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        if not self.cancel_event.is_set():  # kept in the asset for `neuropool status`
+            self.failed_before.add(nid)
+            self.asset.record_failure(nid, message, tb)
         self.results[nid] = NodeResult(nid, "failed", error=message, traceback=tb,
                                        wall_s=time.perf_counter() - run["t0"] if run else None)
         self.progress("failed", nid, {"error": message})
@@ -454,6 +462,7 @@ def run_graph(
     graph.validate(pool.worker_resources())
     t0 = time.perf_counter()
     execution = Execution(graph, asset, pool, progress, cancel)
+    execution.write_processing(force=True)  # the graph is in processing.json before any commit
     execution.run()
     execution.write_processing(force=True)
     return RunReport(asset, execution.results, time.perf_counter() - t0)

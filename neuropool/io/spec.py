@@ -52,6 +52,8 @@ DATA_DESCRIPTION = "data_description.json"
 PROCESSING = "processing.json"
 #: Hidden folder holding the commit markers, one per node.
 COMMITS_DIR = "_commits"
+#: Folder of a derived asset holding one record per node whose last attempt failed.
+FAILURES_DIR = "_failures"
 
 _NAME = re.compile(r"^[a-z][a-zA-Z0-9]*\.[a-zA-Z][a-zA-Z0-9_]*$")
 _ASSET = re.compile(r"^(?P<source>.+)_(?P<label>[A-Za-z0-9-]+)_(?P<date>\d{4}-\d{2}-\d{2})_(?P<time>\d{2}-\d{2}-\d{2})$")

@@ -9,19 +9,26 @@ Commit protocol. A node's outputs count only once its commit marker
 rewrites its outputs its old marker is removed first, so a crash at any point leaves either the
 old committed result, or an uncommitted one that the next run redoes, never a half-written result
 that looks complete. ``processing.json`` is regenerated from the markers, so it always tells
-exactly what is committed.
+exactly what is committed. A node whose last attempt failed has a record in ``_failures/``
+(removed when it is attempted again), which ``neuropool status`` reads.
 """
 
 from __future__ import annotations
 
 import getpass
+import json
 import posixpath
+import socket
+from contextlib import suppress
 from datetime import datetime
 from typing import Any
 
 from neuropool import __version__
 from neuropool.errors import StoreError
 from neuropool.io import spec, urls
+
+#: Longest error message and traceback kept in a failure record (characters).
+MAX_FAILURE_CHARS = 20_000
 
 
 def _marker_name(node_id: str) -> str:
@@ -175,6 +182,49 @@ class DerivedAsset:
         for entry in sorted(fs.ls(path, detail=False)):
             if entry.endswith(".json"):
                 rec = urls.read_json(_with_protocol(self.url, entry), self.storage_options)
+                out[rec["node"]] = rec
+        return out
+
+    # -- failures ---------------------------------------------------------------------------
+
+    def _failure_record(self, node_id: str) -> str:
+        return urls.join(self.url, spec.FAILURES_DIR, _marker_name(node_id))
+
+    def record_failure(self, node_id: str, error: str, traceback: str | None = None) -> bool:
+        """Record that ``node_id``'s last attempt failed (``_failures/<node>.json``): the error,
+        the end of its traceback, when and where. Returns whether it was written; never raises,
+        since bookkeeping must not fail a run."""
+        record = {"node": node_id, "error": error[:MAX_FAILURE_CHARS],
+                  "traceback": (traceback or "")[-MAX_FAILURE_CHARS:],
+                  "time": datetime.now().isoformat(timespec="seconds"),
+                  "host": socket.gethostname()}
+        try:
+            urls.write_json(self._failure_record(node_id), record, self.storage_options)
+        except Exception:  # noqa: BLE001 - bookkeeping only
+            return False
+        return True
+
+    def forget_failure(self, node_id: str) -> None:
+        """Remove ``node_id``'s failure record (it is being attempted again). Never raises."""
+        with suppress(Exception):  # bookkeeping only
+            urls.remove(self._failure_record(node_id), self.storage_options)
+
+    def failures(self) -> dict[str, dict[str, Any]]:
+        """Every failure record, by node id (``node``, ``error``, ``traceback``, ``time``,
+        ``host``); empty when no node's last attempt failed."""
+        fs, path = urls.get_fs(urls.join(self.url, spec.FAILURES_DIR), self.storage_options)
+        try:
+            entries = sorted(fs.ls(path, detail=False)) if fs.exists(path) else []
+        except FileNotFoundError:
+            return {}
+        out = {}
+        for entry in entries:
+            if entry.endswith(".json"):
+                try:
+                    with fs.open(entry, "rb") as f:
+                        rec = json.loads(f.read().decode())
+                except (OSError, ValueError):  # half-written or vanished meanwhile
+                    continue
                 out[rec["node"]] = rec
         return out
 
