@@ -359,6 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     from neuropool.catalogs import register_ls
 
     register_ls(sub)
+    from neuropool.report import register_report
+
+    register_report(sub)
     for command in sub.choices.values():  # --debug after the subcommand too
         with suppress(argparse.ArgumentError):  # an alias of a parser that has it already
             command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
