@@ -24,10 +24,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import posixpath
 import re
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -368,7 +366,7 @@ def _save(root: str, fs: Any, root_path: str, assets: dict[str, AssetEntry], rep
     buf = io.BytesIO()
     entries_to_frame(assets).to_parquet(buf, index=False)
     try:
-        write_bytes(fs, f"{root_path}/{INDEX_NAME}", buf.getvalue())
+        urls.write_whole(fs, f"{root_path}/{INDEX_NAME}", buf.getvalue())
     except (OSError, NotImplementedError) as e:
         _MEMORY[root] = dict(assets)
         report.warnings.append(f"{urls.join(root, INDEX_NAME)}: cannot write the catalog index "
@@ -377,19 +375,6 @@ def _save(root: str, fs: Any, root_path: str, assets: dict[str, AssetEntry], rep
         return False
     _MEMORY.pop(root, None)
     return True
-
-
-def write_bytes(fs: Any, path: str, data: bytes) -> None:
-    """Write a whole file: beside it and renamed into place on a local disk (two processes
-    refreshing at once leave one complete index), in one PUT on an object store."""
-    if urls.is_local_fs(fs):
-        tmp = f"{path}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
-        with fs.open(tmp, "wb") as f:
-            f.write(data)
-        fs.mv(tmp, path)
-    else:
-        with fs.open(path, "wb") as f:
-            f.write(data)
 
 
 def entries_to_frame(assets: dict[str, AssetEntry]) -> Any:

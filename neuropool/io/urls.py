@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import posixpath
+import uuid
 from typing import Any
 
 import fsspec
@@ -66,10 +68,19 @@ def write_json(url: str, obj: Any, storage_options: dict[str, Any] | None = None
     never sees half a file; object stores (S3) make a single PUT atomic by themselves.
     """
     fs, path = get_fs(url, storage_options)
-    data = json.dumps(obj, indent=2, sort_keys=False, default=str).encode()
     fs.makedirs(posixpath.dirname(path), exist_ok=True)
+    write_whole(fs, path, json.dumps(obj, indent=2, sort_keys=False, default=str).encode())
+
+
+def write_whole(fs: Any, path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` on ``fs`` so that no reader ever sees half of it.
+
+    On a local disk it is written beside the target under a name of its own (two processes
+    writing at once leave one complete file) and renamed into place; on an object store (S3)
+    a single PUT is atomic by itself.
+    """
     if is_local_fs(fs):
-        tmp = path + ".tmp"
+        tmp = f"{path}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
         with fs.open(tmp, "wb") as f:
             f.write(data)
         fs.mv(tmp, path)

@@ -116,15 +116,7 @@ def write_report(asset: DerivedAsset | str, out: str | None = None,
     parent = os.path.dirname(path.rstrip("/"))
     if parent:
         fs.makedirs(parent, exist_ok=True)
-    data = text.encode("utf-8")
-    if urls.is_local_fs(fs):  # beside, then renamed: never half a page
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with fs.open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    else:
-        with fs.open(path, "wb") as f:
-            f.write(data)
+    urls.write_whole(fs, path, text.encode("utf-8"))  # never half a page
     return target
 
 

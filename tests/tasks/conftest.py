@@ -216,20 +216,3 @@ def fresh_session(tmp_path, small_templates):
         return dest
 
     return copy
-
-
-@pytest.fixture(scope="module")
-def s3(request):
-    """A real S3 endpoint on loopback (moto's server) for one test module, with the module's
-    ``S3_BUCKET`` created: ``(s3fs filesystem, storage options)``."""
-    moto_server = pytest.importorskip("moto.server")
-    s3fs = pytest.importorskip("s3fs")
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    options = {"key": "testing", "secret": "testing",
-               "client_kwargs": {"endpoint_url": f"http://{host}:{port}", "region_name": "us-east-1"}}
-    fs = s3fs.S3FileSystem(**options)
-    fs.call_s3("create_bucket", Bucket=request.module.S3_BUCKET)
-    yield fs, options
-    server.stop()
