@@ -42,6 +42,19 @@ DATASET_PATHS: dict[str, str] = {
     "ephysSpectralDensityLF.power": "_iblqc_ephysSpectralDensityLF.power.npy",
 }
 
+#: The datasets raw_qc writes (IBL's ``_iblqc_`` files) and the names of their arrays, which
+#: the task computes and the report reads.
+RAW_QC_DATASETS: dict[str, str] = {
+    "ephysTimeRmsAP.rms": "time_rms",
+    "ephysTimeRmsAP.timestamps": "timestamps",
+    "ephysChannels.rawSpikeRms": "spike_rms",
+    "ephysChannels.rawLfpRms": "lfp_rms",
+    "ephysSpectralDensityAP.freqs": "ap_freqs",
+    "ephysSpectralDensityAP.power": "ap_power",
+    "ephysSpectralDensityLF.freqs": "lf_freqs",
+    "ephysSpectralDensityLF.power": "lf_power",
+}
+
 #: The input every per-probe graph starts from: the raw recording's URL (never written to).
 SOURCE_DATASET = "ephys.source"
 #: A probe's separate LF recording, where it has one (SpikeGLX ``.lf``; never written to).

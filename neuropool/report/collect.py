@@ -31,17 +31,6 @@ MAX_DRIFT_SPIKES = 100_000
 #: IBL's bad-channel codes (:mod:`neuropool.tasks.preprocessing.base`), repeated here so that
 #: the report does not import the preprocessing chain.
 LABEL_NAMES = {0: "good", 1: "dead", 2: "noisy", 3: "outside"}
-#: The raw-QC files the report reads (dataset name -> key).
-RAW_QC_FILES = {
-    "ephysChannels.rawSpikeRms": "spike_rms",
-    "ephysChannels.rawLfpRms": "lfp_rms",
-    "ephysSpectralDensityAP.freqs": "ap_freqs",
-    "ephysSpectralDensityAP.power": "ap_power",
-    "ephysSpectralDensityLF.freqs": "lf_freqs",
-    "ephysSpectralDensityLF.power": "lf_power",
-    "ephysTimeRmsAP.rms": "time_rms",
-    "ephysTimeRmsAP.timestamps": "timestamps",
-}
 #: SpikeGLX ``.meta`` keys shown in the probe table, when the raw store carries them.
 META_KEYS = ("imDatPrb_type", "imDatPrb_pn", "imDatPrb_sn", "imDatHs_sn", "imAiRangeMax", "imMaxInt",
              "appVersion", "fileCreateTime")
@@ -309,7 +298,7 @@ def _raw_qc(asset: DerivedAsset, nodes: _Nodes, probe: str) -> dict[str, Any]:
     """IBL's ``_iblqc_`` arrays of the probe, with the channels' positions."""
     rec = nodes.require(f"raw_qc[{probe}]")
     out: dict[str, Any] = {}
-    for name, key in RAW_QC_FILES.items():
+    for name, key in spec.RAW_QC_DATASETS.items():
         out[key] = read_npy(_dataset_url(asset, rec, name, probe), asset.storage_options)
     out["x"], out["y"], out["channel_ids"] = _channel_positions(asset, nodes, probe)
     if len(out["y"]) != len(out["spike_rms"]):

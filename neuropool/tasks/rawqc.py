@@ -66,7 +66,7 @@ import scipy.signal
 from pydantic import Field
 
 from neuropool.errors import ConfigError, RawDataError
-from neuropool.io import timeseries, urls
+from neuropool.io import spec, timeseries, urls
 from neuropool.tasks.base import RUN_ONLY, Params, Resources, Task, TaskContext
 from neuropool.tasks.lfp import LfpDesign, LfpParams, design, hardware_highpassed
 from neuropool.tasks.preprocessing.base import channel_major
@@ -79,16 +79,7 @@ CHANNEL_GROUP = 64
 #: Context of the AP high-pass, in periods of its cut-off (as :mod:`~neuropool.tasks.preprocessing.highpass`).
 AP_MARGIN_PERIODS = 5.0
 
-_FILES = {  # output dataset -> (reduced array name)
-    "ephysTimeRmsAP.rms": "time_rms",
-    "ephysTimeRmsAP.timestamps": "timestamps",
-    "ephysChannels.rawSpikeRms": "spike_rms",
-    "ephysChannels.rawLfpRms": "lfp_rms",
-    "ephysSpectralDensityAP.freqs": "ap_freqs",
-    "ephysSpectralDensityAP.power": "ap_power",
-    "ephysSpectralDensityLF.freqs": "lf_freqs",
-    "ephysSpectralDensityLF.power": "lf_power",
-}
+_FILES = spec.RAW_QC_DATASETS  # output dataset -> reduced array name
 
 
 class RawQCParams(Params):
